@@ -1,0 +1,103 @@
+"""API v1 for accounts: sign-up, the caller's profile, API keys."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from rest_framework import serializers, status
+from rest_framework.authentication import BasicAuthentication, SessionAuthentication
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.authentication import ApiKeyAuthentication
+from accounts.selectors import api_key_list, wallet_balance
+from accounts.services import VALID_ROLES, api_key_create, api_key_revoke, user_signup
+
+
+class SignupApi(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+    @extend_schema_serializer(component_name="SignupInput")
+    class InputSerializer(serializers.Serializer):
+        username = serializers.RegexField(r"^[\w.@+-]+\Z", max_length=150, error_messages={"invalid": "Use letters, digits and @/./+/-/_ only."})
+        email = serializers.EmailField()
+        password = serializers.CharField(max_length=128, trim_whitespace=False)
+        roles = serializers.ListField(child=serializers.ChoiceField(choices=VALID_ROLES), allow_empty=False, max_length=2)
+
+    @extend_schema_serializer(component_name="SignupOutput")
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        username = serializers.CharField()
+        email = serializers.EmailField()
+        roles = serializers.ListField(child=serializers.CharField())
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer}, auth=[])
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = user_signup(**data.validated_data)
+        return Response(self.OutputSerializer(user).data, status=status.HTTP_201_CREATED)
+
+
+class MeApi(APIView):
+    @extend_schema_serializer(component_name="MeOutput")
+    class OutputSerializer(serializers.Serializer):
+        username = serializers.CharField()
+        email = serializers.EmailField()
+        roles = serializers.ListField(child=serializers.CharField())
+        credits = serializers.DecimalField(max_digits=18, decimal_places=2)
+
+    @extend_schema(responses=OutputSerializer)
+    def get(self, request):
+        user = request.user
+        payload = {"username": user.username, "email": user.email, "roles": user.roles, "credits": wallet_balance(user=user)}
+        return Response(self.OutputSerializer(payload).data)
+
+
+class ApiKeySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    prefix = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    last_used_at = serializers.DateTimeField(allow_null=True)
+    revoked_at = serializers.DateTimeField(allow_null=True)
+
+
+class ApiKeyListCreateApi(APIView):
+    # Creating a key is how a client gets its first credential, so HTTP Basic and the browser
+    # session are accepted here as well as an existing key.
+    authentication_classes = [ApiKeyAuthentication, BasicAuthentication, SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema_serializer(component_name="ApiKeyInput")
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=100)
+
+    @extend_schema_serializer(component_name="ApiKeyCreated")
+    class CreatedSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        name = serializers.CharField()
+        prefix = serializers.CharField()
+        key = serializers.CharField(help_text="The full key. It is shown only in this response.")
+
+    @extend_schema(responses=ApiKeySerializer(many=True))
+    def get(self, request):
+        return Response(ApiKeySerializer(api_key_list(user=request.user), many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: CreatedSerializer})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        row, key = api_key_create(user=request.user, name=data.validated_data["name"])
+        body = {"id": row.id, "name": row.name, "prefix": row.prefix, "key": key}
+        return Response(self.CreatedSerializer(body).data, status=status.HTTP_201_CREATED)
+
+
+class ApiKeyRevokeApi(APIView):
+    authentication_classes = [ApiKeyAuthentication, BasicAuthentication, SessionAuthentication]
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, key_id: int):
+        api_key_revoke(user=request.user, key_id=key_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)

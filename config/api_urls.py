@@ -1,0 +1,18 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
+
+from accounts import api as accounts_api
+from marketplace import api as marketplace_api
+
+urlpatterns = [
+    path("auth/signup/", accounts_api.SignupApi.as_view(), name="api-signup"),
+    path("me/", accounts_api.MeApi.as_view(), name="api-me"),
+    path("api-keys/", accounts_api.ApiKeyListCreateApi.as_view(), name="api-keys"),
+    path("api-keys/<int:key_id>/", accounts_api.ApiKeyRevokeApi.as_view(), name="api-key-revoke"),
+    path("datasets/", marketplace_api.DatasetListCreateApi.as_view(), name="api-datasets"),
+    path("datasets/<int:dataset_id>/", marketplace_api.DatasetDetailApi.as_view(), name="api-dataset"),
+    path("datasets/<int:dataset_id>/publish/", marketplace_api.DatasetPublishApi.as_view(), name="api-dataset-publish"),
+    path("purchases/", marketplace_api.PurchaseListCreateApi.as_view(), name="api-purchases"),
+    path("purchases/<int:purchase_id>/", marketplace_api.PurchaseDetailApi.as_view(), name="api-purchase"),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+]

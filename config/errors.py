@@ -1,0 +1,135 @@
+"""One error shape for the whole API.
+
+Every 4xx (and the 500 that should never happen) is returned as::
+
+    {"error": {"code": "machine_readable", "message": "What went wrong, for a person.",
+               "fields": {"field_name": ["reason", ...]}}}
+
+Services raise :class:`ServiceError` subclasses; DRF's own exceptions are mapped here too, so API
+views never build error bodies by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from config.exceptions import ServiceError
+
+logger = logging.getLogger(__name__)
+
+
+def error_body(code: str, message: str, fields: dict | None = None, **extra: Any) -> dict:
+    body: dict[str, Any] = {"code": code, "message": message, "fields": fields or {}}
+    body.update(extra)
+    return {"error": body}
+
+
+def _flatten(detail: Any) -> Any:
+    """Turn DRF's ErrorDetail trees into plain strings and lists."""
+    if isinstance(detail, dict):
+        return {str(k): _flatten(v) for k, v in detail.items()}
+    if isinstance(detail, list):
+        return [_flatten(v) for v in detail]
+    return str(detail)
+
+
+def _dotted(prefix: str, node: Any, out: dict[str, list[str]]) -> None:
+    """Flatten nested errors to dotted paths: ``{"columns": [{}, {"lower": [..]}]}`` -> ``columns.1.lower``."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _dotted(f"{prefix}.{key}" if prefix else str(key), value, out)
+    elif isinstance(node, list) and any(isinstance(v, (dict, list)) for v in node):
+        for index, value in enumerate(node):
+            if value:
+                _dotted(f"{prefix}.{index}" if prefix else str(index), value, out)
+    elif isinstance(node, list):
+        out.setdefault(prefix or "non_field_errors", []).extend(str(v) for v in node)
+    else:
+        out.setdefault(prefix or "non_field_errors", []).append(str(node))
+
+
+def _fields_from_validation(detail: Any) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    _dotted("", _flatten(detail), out)
+    return out
+
+
+def _summarise(fields: dict[str, list[str]]) -> str:
+    parts = []
+    for name, reasons in fields.items():
+        label = "" if name == "non_field_errors" else f"{name}: "
+        parts.append(f"{label}{reasons[0] if reasons else 'invalid'}")
+    return "; ".join(parts) or "The request is not valid."
+
+
+_DRF_CODES = {
+    exceptions.ParseError: "malformed_request",
+    exceptions.AuthenticationFailed: "authentication_failed",
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.PermissionDenied: "forbidden",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.NotAcceptable: "not_acceptable",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.Throttled: "throttled",
+}
+
+
+def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    if isinstance(exc, ServiceError):
+        return Response(
+            error_body(exc.code, exc.message, exc.fields, **exc.extra), status=exc.status_code
+        )
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound("Not found.")
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        # Unexpected: log it with its traceback and answer in the same shape, without details.
+        logger.exception("Unhandled error in %s", context.get("view"))
+        return Response(
+            error_body("server_error", "Something went wrong on our side; it has been logged."),
+            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+
+    if isinstance(exc, exceptions.ValidationError):
+        fields = _fields_from_validation(exc.detail)
+        response.data = error_body("invalid", _summarise(fields), fields)
+    else:
+        code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "error")
+        response.data = error_body(code, str(getattr(exc, "detail", exc)))
+    return response
+
+
+def json_404(request, exception=None):  # noqa: ARG001 - Django's handler signature
+    """404 for URLs outside any API view: JSON under /api/, a plain page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("not_found", "No such endpoint."), status=404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def json_500(request):
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("server_error", "Something went wrong on our side."), status=500)
+    from django.views.defaults import server_error
+
+    return server_error(request)
+
+
+def json_400(request, exception=None):  # noqa: ARG001
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("bad_request", "The request could not be read."), status=400)
+    from django.views.defaults import bad_request
+
+    return bad_request(request, exception)

@@ -1,0 +1,17 @@
+"""URL map. No route serves stored dataset files: MEDIA_ROOT is private and never mapped."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularSwaggerView
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("config.api_urls")),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("", include("marketplace.urls")),
+    path("accounts/", include("accounts.urls")),
+]
+
+handler400 = "config.errors.json_400"
+handler404 = "config.errors.json_404"
+handler500 = "config.errors.json_500"

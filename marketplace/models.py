@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from accounts.models import CREDIT_PLACES, AppendOnlyModel
+
+EPSILON_PLACES = 6
+EPSILON_QUANTUM = Decimal("0.000001")
+DELTA_PLACES = 12
+
+
+class Dataset(models.Model):
+    class Mode(models.TextChoices):
+        DP = "dp", "differential privacy"
+        HE = "he", "homomorphic encryption"
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "draft"
+        PUBLISHED = "published", "published"
+        SUSPENDED = "suspended", "suspended"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="datasets")
+    slug = models.SlugField(max_length=120, unique=True)
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    mode = models.CharField(max_length=2, choices=Mode.choices, default=Mode.DP)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT, db_index=True)
+    epsilon_cap = models.DecimalField(max_digits=12, decimal_places=EPSILON_PLACES)
+    delta_cap = models.DecimalField(max_digits=16, decimal_places=DELTA_PLACES, default=Decimal("0"))
+    # Sum of the epsilon allotments sold; only ever moved by a conditional UPDATE (see services).
+    epsilon_sold = models.DecimalField(max_digits=12, decimal_places=EPSILON_PLACES, default=Decimal("0"))
+    price_per_epsilon = models.DecimalField(max_digits=14, decimal_places=CREDIT_PLACES)
+    row_count_public = models.BooleanField(default=False)
+    # Stored for every dataset; shown to buyers only when row_count_public is set.
+    row_count = models.PositiveBigIntegerField(default=0)
+    version = models.PositiveIntegerField(default=1)
+
+    # The stored, encrypted file (DP mode). The path is relative to the private storage root,
+    # which no URL serves.
+    file_path = models.CharField(max_length=255, blank=True)
+    file_format = models.CharField(max_length=10, blank=True, help_text="format the owner uploaded")
+    file_size = models.PositiveBigIntegerField(default=0, help_text="bytes uploaded")
+    file_sha256 = models.CharField(max_length=64, blank=True, help_text="hash of the uploaded bytes")
+    clip_to_bounds = models.BooleanField(default=False)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(epsilon_cap__gt=0), name="dataset_epsilon_cap_positive"),
+            models.CheckConstraint(condition=Q(delta_cap__gte=0) & Q(delta_cap__lt=1), name="dataset_delta_cap_range"),
+            models.CheckConstraint(condition=Q(price_per_epsilon__gte=0), name="dataset_price_not_negative"),
+            models.CheckConstraint(
+                condition=Q(epsilon_sold__gte=0) & Q(epsilon_sold__lte=F("epsilon_cap")),
+                name="dataset_never_oversold",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def epsilon_available(self) -> Decimal:
+        return self.epsilon_cap - self.epsilon_sold
+
+
+class Column(models.Model):
+    class Kind(models.TextChoices):
+        NUMERIC = "numeric", "numeric"
+        CATEGORICAL = "categorical", "categorical"
+        BOOLEAN = "boolean", "boolean"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="columns")
+    position = models.PositiveIntegerField()
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    lower = models.FloatField(null=True, blank=True)
+    upper = models.FloatField(null=True, blank=True)
+    categories = models.JSONField(default=list, blank=True)
+    is_label = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["dataset", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "name"], name="column_name_unique_per_dataset"),
+            models.CheckConstraint(
+                condition=~Q(kind="numeric") | (Q(lower__isnull=False) & Q(upper__isnull=False) & Q(lower__lt=F("upper"))),
+                name="numeric_column_has_bounds",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind})"
+
+
+class Purchase(models.Model):
+    """One buyer's allotment of a dataset's epsilon. What has been spent is derived from the ledger."""
+
+    buyer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="purchases")
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="purchases")
+    epsilon = models.DecimalField(max_digits=12, decimal_places=EPSILON_PLACES)
+    price = models.DecimalField(max_digits=18, decimal_places=CREDIT_PLACES)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(epsilon__gt=0), name="purchase_epsilon_positive"),
+            models.CheckConstraint(condition=Q(price__gte=0), name="purchase_price_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.buyer} · {self.dataset} · ε {self.epsilon}"
+
+
+class LedgerEntry(AppendOnlyModel):
+    """The append-only privacy ledger: every reservation, commit and refund of budget."""
+
+    class Kind(models.TextChoices):
+        RESERVE = "reserve", "reserve"
+        COMMIT = "commit", "commit"
+        REFUND = "refund", "refund"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="ledger_entries")
+    purchase = models.ForeignKey(Purchase, on_delete=models.PROTECT, related_name="ledger_entries")
+    # The job that caused the entry; jobs arrive with the compute app's job model.
+    job_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    epsilon = models.DecimalField(max_digits=12, decimal_places=EPSILON_PLACES)
+    delta = models.DecimalField(max_digits=16, decimal_places=DELTA_PLACES, default=Decimal("0"))
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name_plural = "ledger entries"
+        constraints = [
+            models.CheckConstraint(condition=Q(epsilon__gte=0), name="ledger_epsilon_not_negative"),
+            models.CheckConstraint(condition=Q(delta__gte=0), name="ledger_delta_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} ε {self.epsilon} (purchase {self.purchase_id})"

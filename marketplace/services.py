@@ -1,0 +1,245 @@
+"""Writes for the marketplace: creating and publishing datasets, and selling epsilon allotments."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.text import slugify
+
+from accounts.models import CREDIT_QUANTUM, CreditEntry, User
+from accounts.services import wallet_change
+from config.exceptions import Conflict, Forbidden, NotFound, ValidationFailed
+from marketplace import storage
+from marketplace.ingest import ColumnSpec, UploadRejected, ingest
+from marketplace.models import EPSILON_QUANTUM, Column, Dataset, Purchase
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DatasetInput:
+    title: str
+    description: str
+    mode: str
+    epsilon_cap: Decimal
+    delta_cap: Decimal
+    price_per_epsilon: Decimal
+    row_count_public: bool
+    clip_to_bounds: bool
+    columns: list[dict]
+
+
+def _unique_slug(title: str) -> str:
+    base = slugify(title)[:100] or "dataset"
+    slug, n = base, 2
+    while Dataset.objects.filter(slug=slug).exists():
+        slug = f"{base}-{n}"
+        n += 1
+    return slug
+
+
+def _specs(columns: list[dict]) -> list[ColumnSpec]:
+    return [
+        ColumnSpec(
+            name=c["name"],
+            kind=c["kind"],
+            lower=c.get("lower"),
+            upper=c.get("upper"),
+            categories=tuple(c.get("categories") or ()),
+        )
+        for c in columns
+    ]
+
+
+def read_upload(upload) -> bytes:
+    """Read an uploaded file, refusing it past the size limit before reading it all."""
+    limit = settings.CLOAKROOM_MAX_UPLOAD_BYTES
+    size = getattr(upload, "size", None)
+    if size is not None and size > limit:
+        raise ValidationFailed(
+            f"The file is {size} bytes; the limit is {limit} bytes.",
+            code="file_too_large",
+            fields={"file": [f"The file is larger than the {limit}-byte limit."]},
+        )
+    data = upload.read(limit + 1)
+    if len(data) > limit:
+        raise ValidationFailed(
+            f"The file is larger than the {limit}-byte limit.",
+            code="file_too_large",
+            fields={"file": [f"The file is larger than the {limit}-byte limit."]},
+        )
+    return data
+
+
+def dataset_create(*, owner: User, data: DatasetInput, upload) -> Dataset:
+    """Check an upload against its declared schema, store it encrypted, and create the draft dataset.
+
+    Nothing is written unless every check passes. The encrypted file is written first and removed
+    again if the database transaction fails, so a rejection leaves no row and no file behind.
+    """
+    if not owner.is_owner:
+        raise Forbidden("Only accounts with the owner role can list datasets.", code="not_an_owner")
+    if data.mode != Dataset.Mode.DP:
+        raise ValidationFailed(
+            "Only mode 'dp' datasets can be uploaded here; HE bundles are published with the owner CLI.",
+            fields={"metadata": ["mode: only 'dp' is accepted for file uploads."]},
+        )
+    if upload is None:
+        raise ValidationFailed("Attach the data as the 'file' part.", fields={"file": ["No file was submitted."]})
+
+    raw = read_upload(upload)
+    try:
+        result = ingest(raw, _specs(data.columns), filename=getattr(upload, "name", ""), clip=data.clip_to_bounds)
+    except UploadRejected as exc:
+        raise ValidationFailed(
+            "The file does not match the declared schema: " + "; ".join(exc.problems)
+            if exc.code not in {"empty_file", "unsupported_file_type", "unreadable_file"}
+            else exc.problems[0],
+            code=exc.code,
+            fields={"file": exc.problems},
+        ) from None
+
+    path = storage.store_encrypted(result.to_parquet_bytes())
+    try:
+        with transaction.atomic():
+            dataset = Dataset.objects.create(
+                owner=owner,
+                slug=_unique_slug(data.title),
+                title=data.title,
+                description=data.description,
+                mode=data.mode,
+                epsilon_cap=data.epsilon_cap,
+                delta_cap=data.delta_cap,
+                price_per_epsilon=data.price_per_epsilon,
+                row_count_public=data.row_count_public,
+                row_count=result.row_count,
+                clip_to_bounds=data.clip_to_bounds,
+                file_path=path,
+                file_format=result.file_format,
+                file_size=len(raw),
+                file_sha256=hashlib.sha256(raw).hexdigest(),
+            )
+            Column.objects.bulk_create(
+                Column(
+                    dataset=dataset,
+                    position=i,
+                    name=c["name"],
+                    kind=c["kind"],
+                    lower=c.get("lower"),
+                    upper=c.get("upper"),
+                    categories=list(c.get("categories") or []),
+                    is_label=bool(c.get("is_label", False)),
+                )
+                for i, c in enumerate(data.columns)
+            )
+    except BaseException:
+        storage.delete_stored(path)
+        raise
+    dataset.ingest_report = {"ignored_columns": result.ignored_columns, "clipped": result.clipped}
+    logger.info("dataset %s created by %s: %d rows, %d columns", dataset.pk, owner.pk, result.row_count, len(data.columns))
+    return dataset
+
+
+def _owned(owner: User, dataset_id: int) -> Dataset:
+    try:
+        return Dataset.objects.get(pk=dataset_id, owner=owner)
+    except (Dataset.DoesNotExist, ValueError, TypeError):
+        raise NotFound("No such dataset.") from None
+
+
+@transaction.atomic
+def dataset_publish(*, owner: User, dataset_id: int) -> Dataset:
+    dataset = _owned(owner, dataset_id)
+    if dataset.status == Dataset.Status.SUSPENDED:
+        raise Conflict(
+            "This dataset was suspended by an administrator and cannot be published again by its owner.",
+            code="dataset_suspended",
+        )
+    if dataset.status == Dataset.Status.DRAFT:
+        Dataset.objects.filter(pk=dataset.pk, status=Dataset.Status.DRAFT).update(
+            status=Dataset.Status.PUBLISHED, published_at=timezone.now(), updated_at=timezone.now()
+        )
+        dataset.refresh_from_db()
+    return dataset
+
+
+def dataset_set_status(*, dataset: Dataset, status: str) -> Dataset:
+    """Administrator action: publish or suspend. Suspension stops new purchases."""
+    dataset.status = status
+    if status == Dataset.Status.PUBLISHED and dataset.published_at is None:
+        dataset.published_at = timezone.now()
+    dataset.save(update_fields=["status", "published_at", "updated_at"])
+    return dataset
+
+
+def purchase_price(*, dataset: Dataset, epsilon: Decimal) -> Decimal:
+    return (dataset.price_per_epsilon * epsilon).quantize(CREDIT_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def purchase_create(*, buyer: User, dataset_id: int, epsilon: Decimal) -> Purchase:
+    """Sell ``epsilon`` of a dataset's budget to ``buyer``.
+
+    One transaction: the dataset's ``epsilon_sold`` is raised by a conditional UPDATE that only
+    matches while ``epsilon_sold + epsilon <= epsilon_cap``, the buyer's wallet is debited by a
+    conditional UPDATE that only matches while the balance covers the price, and the owner is
+    credited. If either condition fails nothing is written, so concurrent purchases can never sell
+    more than the cap or take a wallet below zero, on any database.
+    """
+    if not buyer.is_buyer:
+        raise Forbidden("Only accounts with the buyer role can buy budget.", code="not_a_buyer")
+    epsilon = Decimal(epsilon)
+    if not epsilon.is_finite() or epsilon <= 0:
+        raise ValidationFailed("epsilon must be a finite number greater than 0.", fields={"epsilon": ["Must be greater than 0."]})
+    if epsilon != epsilon.quantize(EPSILON_QUANTUM):
+        raise ValidationFailed("epsilon has at most 6 decimal places.", fields={"epsilon": ["At most 6 decimal places."]})
+
+    try:
+        dataset = Dataset.objects.select_related("owner").get(pk=dataset_id)
+    except (Dataset.DoesNotExist, ValueError, TypeError):
+        raise NotFound("No such dataset.", fields={"dataset": ["No such dataset."]}) from None
+    if dataset.status == Dataset.Status.DRAFT:
+        if dataset.owner_id != buyer.pk:
+            raise NotFound("No such dataset.", fields={"dataset": ["No such dataset."]})
+        raise Conflict("Publish the dataset before it can be bought.", code="dataset_not_published")
+    if dataset.status == Dataset.Status.SUSPENDED:
+        raise Conflict("This dataset is suspended; no budget can be bought.", code="dataset_suspended")
+    if dataset.owner_id == buyer.pk:
+        raise Conflict("You own this dataset; owners do not buy their own budget.", code="own_dataset")
+
+    price = purchase_price(dataset=dataset, epsilon=epsilon)
+    with transaction.atomic():
+        sold = Dataset.objects.filter(
+            pk=dataset.pk,
+            status=Dataset.Status.PUBLISHED,
+            epsilon_sold__lte=F("epsilon_cap") - epsilon,
+        ).update(epsilon_sold=F("epsilon_sold") + epsilon)
+        if not sold:
+            current = Dataset.objects.get(pk=dataset.pk)
+            if current.status != Dataset.Status.PUBLISHED:
+                raise Conflict("This dataset is no longer on sale.", code="dataset_suspended")
+            available = current.epsilon_cap - current.epsilon_sold
+            raise Conflict(
+                f"Not enough budget left on this dataset: you asked for epsilon {epsilon.normalize():f}, "
+                f"and {available.normalize():f} remains for sale.",
+                code="insufficient_budget",
+                extra={"epsilon_available": str(available)},
+            )
+        purchase = Purchase.objects.create(buyer=buyer, dataset=dataset, epsilon=epsilon, price=price)
+        # Wallets are touched in id order so that two people buying from each other cannot deadlock.
+        moves = sorted(
+            [(buyer, -price, CreditEntry.Kind.PURCHASE), (dataset.owner, price, CreditEntry.Kind.SALE)],
+            key=lambda m: m[0].pk,
+        )
+        for user, amount, kind in moves:
+            if amount == 0:
+                continue
+            wallet_change(user=user, amount=amount, kind=kind, purchase=purchase, memo=f"ε {epsilon.normalize():f} of {dataset.title}"[:200])
+    logger.info("purchase %s: user %s bought epsilon %s of dataset %s", purchase.pk, buyer.pk, epsilon, dataset.pk)
+    return purchase

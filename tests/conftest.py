@@ -1,0 +1,80 @@
+"""Shared fixtures: a cast of three users (an owner, a buyer, and an outsider who should have no
+access to the others' things), API clients for each, and a private storage folder per test."""
+
+from __future__ import annotations
+
+import base64
+from decimal import Decimal
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts.services import api_key_create
+from tests.factories import DatasetFactory, UserFactory
+
+PASSWORD = "correct horse battery 42"
+
+
+@pytest.fixture(autouse=True)
+def private_storage(settings, tmp_path):
+    """Every test stores files in its own folder, so a test can check exactly what was written."""
+    root = tmp_path / "private"
+    root.mkdir()
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(root)}},
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    settings.MEDIA_ROOT = str(root)
+    return root
+
+
+@pytest.fixture
+def owner(db):
+    return UserFactory(username="alice", is_owner=True)
+
+
+@pytest.fixture
+def buyer(db):
+    return UserFactory(username="bob", is_buyer=True, credits=Decimal("1000.00"))
+
+
+@pytest.fixture
+def outsider(db):
+    return UserFactory(username="charlie", is_buyer=True, is_owner=True, credits=Decimal("1000.00"))
+
+
+def client_for(user) -> APIClient:
+    client = APIClient()
+    _, key = api_key_create(user=user, name="test")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client
+
+
+def basic_auth(username: str, password: str = PASSWORD) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+@pytest.fixture
+def anon():
+    return APIClient()
+
+
+@pytest.fixture
+def owner_client(owner):
+    return client_for(owner)
+
+
+@pytest.fixture
+def buyer_client(buyer):
+    return client_for(buyer)
+
+
+@pytest.fixture
+def outsider_client(outsider):
+    return client_for(outsider)
+
+
+@pytest.fixture
+def dataset(owner):
+    return DatasetFactory(owner=owner)
