@@ -1,0 +1,1 @@
+"""Pure computation engines: arrays and parameters in, values out. No Django here."""
