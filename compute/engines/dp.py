@@ -618,11 +618,23 @@ def _mask(
     return mask
 
 
+def _codes(column: Any, keys: tuple[Any, ...]) -> np.ndarray:
+    """Category numbers of a column, -1 outside the declared keys.
+
+    A pandas Categorical whose categories are exactly the declared ones is used as it is (the
+    service loads stored columns that way); anything else is matched against the declaration.
+    """
+    import pandas as pd
+
+    if isinstance(column, pd.Categorical) and tuple(column.categories) == tuple(keys):
+        return column.codes.astype(np.int64)
+    return pd.Categorical(column, categories=list(keys)).codes.astype(np.int64)
+
+
 def _group_index(
     data: dict[str, np.ndarray], schema: dict[str, ColumnMeta], group_by: tuple[str, ...], n: int
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Each row's group number, and the list of every declared group key (empty groups included)."""
-    import pandas as pd
 
     index = np.zeros(n, dtype=np.int64)
     radix = 1
@@ -632,7 +644,7 @@ def _group_index(
         if meta.kind == "boolean":
             codes = data[name].astype(bool).astype(np.int64)
         else:
-            codes = pd.Categorical(data[name], categories=list(keys)).codes.astype(np.int64)
+            codes = _codes(data[name], keys)
         # Rows outside the declared keys cannot exist after the upload checks; drop them if they do.
         index = np.where(codes < 0, -1, np.where(index < 0, -1, index + codes * radix))
         radix *= len(keys)
@@ -640,6 +652,13 @@ def _group_index(
         [dict(zip(group_by, combo)) for combo in product(*(schema[g].keys for g in group_by))] if group_by else [None]
     )
     return index, labels  # type: ignore[return-value]
+
+
+def _group_sums(rows_in: np.ndarray, weights: np.ndarray | None, n_groups: int) -> np.ndarray:
+    """Per-group sums (or counts when ``weights`` is None); a plain sum when there is one group."""
+    if n_groups == 1:
+        return np.array([float(len(rows_in)) if weights is None else float(weights.sum())])
+    return np.bincount(rows_in, weights=weights, minlength=n_groups)
 
 
 def _draw(part: Additive, value: float, random_state: Any) -> float:
@@ -706,7 +725,7 @@ def run(
     note = "95% interval of the added noise"
 
     if agg == "count":
-        counts = np.bincount(rows_in, minlength=n_groups)
+        counts = _group_sums(rows_in, None, n_groups)
         part = p.parts["count"]
         h = part.halfwidth()
         for g, label in enumerate(labels):
@@ -729,9 +748,7 @@ def run(
             if meta.kind == "boolean":
                 b = col.astype(bool).astype(np.int64)
             else:
-                import pandas as pd
-
-                b = pd.Categorical(col, categories=list(keys)).codes.astype(np.int64)
+                b = _codes(col, keys)
             inside = b >= 0
             bin_labels = list(keys)
         nb = len(bin_labels)
@@ -749,14 +766,14 @@ def run(
         mid, radius = (lower + upper) / 2.0, (upper - lower) / 2.0
         if agg == "sum":
             part = p.parts["sum"]
-            sums = np.bincount(rows_in, weights=values, minlength=n_groups)
+            sums = _group_sums(rows_in, values, n_groups)
             h = part.halfwidth()
             for g, label in enumerate(labels):
                 noisy = _draw(part, float(sums[g]), random_state)
                 results.append(GroupResult(label, noisy, [noisy - h, noisy + h]))
         elif agg == "mean":
-            counts = np.bincount(rows_in, minlength=n_groups)
-            centred = np.bincount(rows_in, weights=values - mid, minlength=n_groups)
+            counts = _group_sums(rows_in, None, n_groups)
+            centred = _group_sums(rows_in, values - mid, n_groups)
             note = "approximate 95% interval from the noise scales and the noisy count (post-processing)"
             for g, label in enumerate(labels):
                 c = _draw(p.parts["count"], float(counts[g]), random_state)
@@ -766,9 +783,9 @@ def run(
                 h = mean_halfwidth(p, c_used, m)
                 results.append(GroupResult(label, mid + m, [max(lower, mid + m - h), min(upper, mid + m + h)]))
         elif agg in ("variance", "std"):
-            counts = np.bincount(rows_in, minlength=n_groups)
-            c1 = np.bincount(rows_in, weights=values - mid, minlength=n_groups)
-            c2 = np.bincount(rows_in, weights=(values - mid) ** 2, minlength=n_groups)
+            counts = _group_sums(rows_in, None, n_groups)
+            c1 = _group_sums(rows_in, values - mid, n_groups)
+            c2 = _group_sums(rows_in, (values - mid) ** 2, n_groups)
             note = "stated bound: each noisy part within its 98.3% interval, from the noisy count"
             for g, label in enumerate(labels):
                 c = max(_draw(p.parts["count"], float(counts[g]), random_state), 1.0)
