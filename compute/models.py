@@ -9,3 +9,60 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.token} at {self.seen_at:%Y-%m-%d %H:%M:%S}"
+
+
+class Job(models.Model):
+    """One computation a buyer asked for, with its budget reservation and, once released, its result.
+
+    Status moves queued -> running -> released, or to failed / cancelled (both refund the
+    reservation). ``claim`` is a fresh token each time a worker takes the job: only the holder of
+    the current claim can release it, so a task delivered twice cannot release or charge twice.
+    """
+
+    class Kind(models.TextChoices):
+        QUERY = "query", "DP query"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        AWAITING_KEY = "awaiting_key", "awaiting key"
+        RELEASED = "released", "released"
+        FAILED = "failed", "failed"
+        CANCELLED = "cancelled", "cancelled"
+
+    OPEN_STATUSES = (Status.QUEUED, Status.RUNNING, Status.AWAITING_KEY)
+
+    buyer = models.ForeignKey("accounts.User", on_delete=models.PROTECT, related_name="jobs")
+    dataset = models.ForeignKey("marketplace.Dataset", on_delete=models.PROTECT, related_name="jobs")
+    purchase = models.ForeignKey("marketplace.Purchase", on_delete=models.PROTECT, related_name="jobs")
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.QUERY)
+    spec = models.JSONField(help_text="the validated query, in canonical form")
+    spec_hash = models.CharField(max_length=64, db_index=True, help_text="hash of spec, epsilon, delta and dataset version")
+    epsilon = models.DecimalField(max_digits=12, decimal_places=6)
+    delta = models.DecimalField(max_digits=16, decimal_places=12, default=0)
+    dataset_version = models.PositiveIntegerField()
+    status = models.CharField(max_length=14, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    reused_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="reuses")
+    claim = models.CharField(max_length=32, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["buyer", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="job_idempotency_key_unique_per_buyer",
+            ),
+            models.CheckConstraint(condition=models.Q(epsilon__gte=0), name="job_epsilon_not_negative"),
+            models.CheckConstraint(condition=models.Q(delta__gte=0), name="job_delta_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.pk} ({self.status})"

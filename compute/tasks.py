@@ -13,3 +13,24 @@ from compute.models import WorkerHeartbeat
 def heartbeat(token: str) -> None:
     """Record that a worker picked up ``token``. Idempotent: a repeated delivery updates one row."""
     WorkerHeartbeat.objects.update_or_create(token=token, defaults={"seen_at": timezone.now()})
+
+
+@shared_task(name="compute.run_dp_job", acks_late=True, reject_on_worker_lost=True)
+def run_dp_job(job_id: int) -> str:
+    """Run a DP job. Safe to deliver twice: the service claims the job first and skips it when it
+    is done, cancelled or held by another worker, so one job is charged and released once.
+
+    ``acks_late`` with ``reject_on_worker_lost`` puts the message back when the worker process dies
+    mid-job; the next worker can claim the job once the dead worker's lease expires.
+    """
+    from compute.services import job_run
+
+    return job_run(job_id=job_id)
+
+
+@shared_task(name="compute.sweep_jobs")
+def sweep_jobs() -> dict:
+    """Run by Celery beat: re-queue or fail and refund jobs stuck past their time limit."""
+    from compute.services import jobs_sweep
+
+    return jobs_sweep()

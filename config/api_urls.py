@@ -2,6 +2,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
 from accounts import api as accounts_api
+from compute import api as compute_api
 from marketplace import api as marketplace_api
 
 urlpatterns = [
@@ -14,5 +15,12 @@ urlpatterns = [
     path("datasets/<int:dataset_id>/publish/", marketplace_api.DatasetPublishApi.as_view(), name="api-dataset-publish"),
     path("purchases/", marketplace_api.PurchaseListCreateApi.as_view(), name="api-purchases"),
     path("purchases/<int:purchase_id>/", marketplace_api.PurchaseDetailApi.as_view(), name="api-purchase"),
+    path("purchases/<int:purchase_id>/ledger/", compute_api.PurchaseLedgerApi.as_view(), name="api-purchase-ledger"),
+    path("datasets/<int:dataset_id>/budget/", compute_api.DatasetBudgetApi.as_view(), name="api-dataset-budget"),
+    path("jobs/", compute_api.JobListCreateApi.as_view(), name="api-jobs"),
+    path("jobs/estimate/", compute_api.JobEstimateApi.as_view(), name="api-job-estimate"),
+    path("jobs/<int:job_id>/", compute_api.JobDetailApi.as_view(), name="api-job"),
+    path("jobs/<int:job_id>/cancel/", compute_api.JobCancelApi.as_view(), name="api-job-cancel"),
+    path("jobs/<int:job_id>/download/", compute_api.JobDownloadApi.as_view(), name="api-job-download"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
 ]

@@ -11,6 +11,7 @@ from accounts.models import CREDIT_PLACES, AppendOnlyModel
 EPSILON_PLACES = 6
 EPSILON_QUANTUM = Decimal("0.000001")
 DELTA_PLACES = 12
+DELTA_QUANTUM = Decimal("0.000000000001")
 
 
 class Dataset(models.Model):
@@ -106,7 +107,13 @@ class Purchase(models.Model):
     buyer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="purchases")
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="purchases")
     epsilon = models.DecimalField(max_digits=12, decimal_places=EPSILON_PLACES)
+    # The purchase's share of the dataset's delta cap, in proportion to its share of epsilon.
+    delta = models.DecimalField(max_digits=16, decimal_places=DELTA_PLACES, default=Decimal("0"))
     price = models.DecimalField(max_digits=18, decimal_places=CREDIT_PLACES)
+    # Budget held or committed by jobs (reserve minus refund, in ledger terms). Only ever moved by
+    # a conditional UPDATE, so concurrent jobs can never take it past the allotment.
+    epsilon_used = models.DecimalField(max_digits=12, decimal_places=EPSILON_PLACES, default=Decimal("0"))
+    delta_used = models.DecimalField(max_digits=16, decimal_places=DELTA_PLACES, default=Decimal("0"))
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -114,6 +121,14 @@ class Purchase(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(epsilon__gt=0), name="purchase_epsilon_positive"),
             models.CheckConstraint(condition=Q(price__gte=0), name="purchase_price_not_negative"),
+            models.CheckConstraint(
+                condition=Q(epsilon_used__gte=0) & Q(epsilon_used__lte=F("epsilon")),
+                name="purchase_never_overspent",
+            ),
+            models.CheckConstraint(
+                condition=Q(delta_used__gte=0) & Q(delta_used__lte=F("delta")),
+                name="purchase_delta_never_overspent",
+            ),
         ]
 
     def __str__(self) -> str:

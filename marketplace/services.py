@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 from django.db import transaction
@@ -18,7 +18,7 @@ from accounts.services import wallet_change
 from config.exceptions import Conflict, Forbidden, NotFound, ValidationFailed
 from marketplace import storage
 from marketplace.ingest import ColumnSpec, UploadRejected, ingest
-from marketplace.models import EPSILON_QUANTUM, Column, Dataset, Purchase
+from marketplace.models import DELTA_QUANTUM, EPSILON_QUANTUM, Column, Dataset, Purchase
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +231,10 @@ def purchase_create(*, buyer: User, dataset_id: int, epsilon: Decimal) -> Purcha
                 code="insufficient_budget",
                 extra={"epsilon_available": str(available)},
             )
-        purchase = Purchase.objects.create(buyer=buyer, dataset=dataset, epsilon=epsilon, price=price)
+        # Each allotment carries the same share of the delta cap as of the epsilon cap, so the
+        # shares sold never add up to more than the dataset's delta either.
+        delta = (dataset.delta_cap * epsilon / dataset.epsilon_cap).quantize(DELTA_QUANTUM, rounding=ROUND_DOWN)
+        purchase = Purchase.objects.create(buyer=buyer, dataset=dataset, epsilon=epsilon, delta=delta, price=price)
         # Wallets are touched in id order so that two people buying from each other cannot deadlock.
         moves = sorted(
             [(buyer, -price, CreditEntry.Kind.PURCHASE), (dataset.owner, price, CreditEntry.Kind.SALE)],

@@ -25,6 +25,7 @@ Neighbouring datasets differ by adding or removing one row, and the row count is
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from itertools import product
@@ -89,28 +90,28 @@ class Query:
     group_by: tuple[str, ...] = ()
 
     def canonical(self) -> dict[str, Any]:
-        """A canonical, order-insensitive form, used to recognise a repeated query."""
-        filters = sorted(
-            (
-                {
-                    "column": f.column,
-                    "op": f.op,
-                    "values": sorted(map(str, f.values)),
-                    "low": f.low,
-                    "high": f.high,
-                }
-                for f in self.filters
-            ),
-            key=lambda f: (f["column"], f["op"], f["values"], str(f["low"]), str(f["high"])),
-        )
-        return {
-            "aggregate": self.aggregate,
-            "column": self.column,
-            "quantiles": list(self.quantiles),
-            "bins": list(self.bins),
-            "filters": filters,
-            "group_by": list(self.group_by),
-        }
+        """A canonical, order-insensitive form that parse_query reads back to the same query.
+
+        Used to store a job's query and to recognise a repeated one.
+        """
+        filters = []
+        for f in self.filters:
+            if f.op == "range":
+                filters.append({"column": f.column, "op": "range", "low": f.low, "high": f.high})
+            elif f.op == "eq":
+                filters.append({"column": f.column, "op": "eq", "value": f.values[0]})
+            else:
+                values = sorted(set(f.values), key=lambda v: (type(v).__name__, str(v)))
+                filters.append({"column": f.column, "op": "in", "values": values})
+        filters.sort(key=lambda f: json.dumps(f, sort_keys=True))
+        out: dict[str, Any] = {"aggregate": self.aggregate, "filters": filters, "group_by": list(self.group_by)}
+        if self.column is not None:
+            out["column"] = self.column
+        if self.quantiles:
+            out["quantiles"] = list(self.quantiles)
+        if self.bins:
+            out["bins"] = list(self.bins)
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -613,8 +614,11 @@ def _mask(
                 mask &= values >= f.low
             if f.high is not None:
                 mask &= values <= f.high
+        elif schema[f.column].kind == "boolean":
+            mask &= np.isin(np.asarray(col, dtype=bool), np.array(f.values, dtype=bool))
         else:
-            mask &= np.isin(col, np.array(f.values, dtype=col.dtype if col.dtype == bool else object))
+            keys = schema[f.column].keys
+            mask &= np.isin(_codes(col, keys), [keys.index(v) for v in f.values])
     return mask
 
 

@@ -164,9 +164,17 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 1800)
-CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 1740)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 600)
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 570)
 CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stuck-jobs": {"task": "compute.sweep_jobs", "schedule": env_int("CLOAKROOM_SWEEP_SECONDS", 60)},
+}
+
+# A worker's claim on a job lasts this long (longer than the task time limit); past it the sweeper re-queues the job (or fails and
+# refunds it after CLOAKROOM_JOB_MAX_ATTEMPTS). Longer than any job should take.
+CLOAKROOM_JOB_LEASE_SECONDS = env_int("CLOAKROOM_JOB_LEASE_SECONDS", 660)
+CLOAKROOM_JOB_MAX_ATTEMPTS = env_int("CLOAKROOM_JOB_MAX_ATTEMPTS", 3)
 CELERY_TIMEZONE = TIME_ZONE
 
 REST_FRAMEWORK = {
@@ -188,6 +196,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
     "COERCE_DECIMAL_TO_STRING": True,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # ?format= is ours (downloads as csv or json), not DRF's renderer override.
+    "URL_FORMAT_OVERRIDE": None,
 }
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")

@@ -271,3 +271,26 @@ def test_canonical_form_ignores_filter_order():
         }
     )
     assert a.canonical() == b.canonical()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"aggregate": "count", "filters": [{"column": "member", "op": "eq", "value": True}]},
+        {
+            "aggregate": "sum",
+            "column": "score",
+            "filters": [{"column": "score", "op": "range", "low": 1, "high": None}],
+        },
+        {"aggregate": "quantile", "column": "score", "quantiles": [0.9, 0.1], "group_by": ["region"]},
+        {
+            "aggregate": "histogram",
+            "column": "score",
+            "bins": 4,
+            "filters": [{"column": "region", "op": "in", "values": ["east", "north"]}],
+        },
+    ],
+)
+def test_the_canonical_form_parses_back_to_the_same_query(raw):
+    query = q(raw)
+    assert dp.parse_query(query.canonical(), SCHEMA) == query

@@ -1,0 +1,332 @@
+"""API v1 for jobs: estimate, submit, list, read, cancel, download; and budget ledgers."""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.db.models import Count, Q, Sum
+from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
+from rest_framework import serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import CREDIT_QUANTUM
+from compute import receipts, selectors, services
+from compute.engines import dp
+from compute.models import Job
+from config.exceptions import NotFound, ValidationFailed
+from marketplace import selectors as market
+from marketplace.models import DELTA_QUANTUM, EPSILON_QUANTUM, Dataset, LedgerEntry, Purchase
+
+
+class JobOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    kind = serializers.CharField()
+    dataset = serializers.IntegerField(source="dataset_id")
+    purchase = serializers.IntegerField(source="purchase_id")
+    query = serializers.JSONField(source="spec")
+    epsilon = serializers.DecimalField(max_digits=12, decimal_places=6)
+    delta = serializers.DecimalField(max_digits=16, decimal_places=12)
+    error = serializers.CharField()
+    reused = serializers.SerializerMethodField()
+    result = serializers.SerializerMethodField()
+    receipt = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+    def get_reused(self, obj) -> bool:
+        return bool(self.context.get("reused"))
+
+    def get_result(self, obj) -> dict | None:
+        if obj.status != Job.Status.RELEASED:
+            return None
+        r = obj.result or {}
+        return {"aggregate": r.get("aggregate"), "groups": r.get("groups")}
+
+    def get_receipt(self, obj) -> dict | None:
+        return receipts.receipt(obj)
+
+
+@extend_schema_serializer(component_name="JobInput")
+class JobInputSerializer(serializers.Serializer):
+    purchase = serializers.IntegerField(min_value=1)
+    kind = serializers.ChoiceField(choices=["query"], default="query")
+    query = serializers.JSONField()
+    epsilon = serializers.CharField(max_length=40, required=False)
+    delta = serializers.CharField(max_length=40, required=False, default="0")
+
+    def to_internal_value(self, data):
+        # Accept JSON numbers as well as decimal strings for epsilon and delta, without floats
+        # sneaking into the ledger: they are turned into Decimal from their text.
+        if isinstance(data, dict):
+            data = {**data}
+            for name in ("epsilon", "delta"):
+                value = data.get(name)
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    data[name] = repr(value) if isinstance(value, float) else str(value)
+        return super().to_internal_value(data)
+
+
+class JobListCreateApi(APIView):
+    @extend_schema(responses=JobOutputSerializer(many=True))
+    def get(self, request):
+        paginator = PageNumberPagination()
+        qs = selectors.job_list(user=request.user)
+        wanted = request.query_params.get("status")
+        if wanted:
+            if wanted not in Job.Status.values:
+                raise ValidationFailed(
+                    f"status: must be one of {', '.join(Job.Status.values)}.", fields={"status": ["Unknown status."]}
+                )
+            qs = qs.filter(status=wanted)
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(JobOutputSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=JobInputSerializer,
+        responses={202: JobOutputSerializer},
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="a retried POST with the same key returns the first job",
+            )
+        ],
+    )
+    def post(self, request):
+        data = JobInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        if "epsilon" not in v:
+            raise ValidationFailed("epsilon: This field is required.", fields={"epsilon": ["This field is required."]})
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not (0 < len(key) <= 255):
+            raise ValidationFailed(
+                "Idempotency-Key must be 1 to 255 characters.", fields={"Idempotency-Key": ["1 to 255 characters."]}
+            )
+        job, created = services.job_submit(
+            buyer=request.user,
+            purchase_id=v["purchase"],
+            kind=v["kind"],
+            query=v["query"],
+            epsilon=v["epsilon"],
+            delta=v.get("delta") or "0",
+            idempotency_key=key,
+        )
+        return Response(JobOutputSerializer(job, context={"reused": not created}).data, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema_serializer(component_name="EstimateInput")
+class EstimateInputSerializer(JobInputSerializer):
+    ci95_halfwidth = serializers.FloatField(
+        required=False, help_text="ask for the epsilon that reaches this accuracy instead"
+    )
+    rows = serializers.IntegerField(
+        required=False, min_value=1, help_text="how many rows the answer covers, if you know or guess it"
+    )
+
+
+class JobEstimateApi(APIView):
+    """What a job would cost and how accurate it would be, computed from the declared bounds and
+    the mechanism alone. Spends nothing."""
+
+    @extend_schema(request=EstimateInputSerializer, responses=dict)
+    def post(self, request):
+        data = EstimateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        purchase = market.purchase_get(user=request.user, purchase_id=v["purchase"])
+        dataset = purchase.dataset
+        target = v.get("ci95_halfwidth")
+        if target is None and "epsilon" not in v:
+            raise ValidationFailed(
+                "Give epsilon, or ci95_halfwidth to find the epsilon it needs.",
+                fields={"epsilon": ["This field is required."]},
+            )
+        if target is not None and not (math.isfinite(target) and target > 0):
+            raise ValidationFailed(
+                "ci95_halfwidth: must be a finite number greater than 0.",
+                fields={"ci95_halfwidth": ["Must be greater than 0."]},
+            )
+        rows = v.get("rows")
+        query_raw = v["query"]
+        if (
+            rows is None
+            and dataset.row_count_public
+            and isinstance(query_raw, dict)
+            and not query_raw.get("filters")
+            and not query_raw.get("group_by")
+        ):
+            rows = dataset.row_count
+        epsilon = v.get("epsilon") or "1"
+        parsed, ctx, eps, dlt = services.prepare_query(
+            dataset=dataset, query=query_raw, epsilon=epsilon, delta=v.get("delta") or "0"
+        )
+        schema = ctx["schema"]
+        try:
+            if target is not None:
+                eps = Decimal(str(dp.epsilon_for_halfwidth(schema, parsed, target, float(dlt), rows=rows))).quantize(
+                    Decimal("0.000001"), rounding="ROUND_UP"
+                )
+            est = dp.estimate(schema, parsed, float(eps), float(dlt), rows=rows)
+        except dp.QueryError as exc:
+            raise ValidationFailed(
+                f"{exc.field}: {exc.message}", code="invalid_query", fields={exc.field: [exc.message]}
+            ) from None
+        remaining = purchase.epsilon - purchase.epsilon_used
+        return Response(
+            {
+                "epsilon": f"{eps:f}",
+                "delta": f"{dlt:f}",
+                "price": f"{(eps * dataset.price_per_epsilon).quantize(CREDIT_QUANTUM, rounding=ROUND_HALF_UP)}",
+                "noise_scale": est.noise_scale,
+                "ci95_halfwidth": est.ci95_halfwidth,
+                "exact": est.exact,
+                "mechanism": est.mechanism,
+                "note": est.note,
+                "rows_assumed": rows,
+                "epsilon_remaining": f"{remaining:f}",
+                "affordable": eps <= remaining,
+            }
+        )
+
+
+class JobDetailApi(APIView):
+    @extend_schema(responses=JobOutputSerializer)
+    def get(self, request, job_id: int):
+        return Response(JobOutputSerializer(selectors.job_get(user=request.user, job_id=job_id)).data)
+
+
+class JobCancelApi(APIView):
+    @extend_schema(request=None, responses=JobOutputSerializer)
+    def post(self, request, job_id: int):
+        return Response(JobOutputSerializer(services.job_cancel(buyer=request.user, job_id=job_id)).data)
+
+
+class JobDownloadApi(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("format", str, enum=["json", "csv"])], responses={(200, "text/csv"): str}
+    )
+    def get(self, request, job_id: int):
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        if job.status != Job.Status.RELEASED:
+            raise NotFound(f"The job is {job.status}; only released results can be downloaded.", code="not_released")
+        fmt = request.query_params.get("format", "json")
+        if fmt == "csv":
+            response = HttpResponse(receipts.result_csv(job), content_type="text/csv; charset=utf-8")
+        elif fmt == "json":
+            response = HttpResponse(receipts.result_json(job), content_type="application/json")
+        else:
+            raise ValidationFailed("format: choose json or csv.", fields={"format": ["Choose json or csv."]})
+        response["Content-Disposition"] = f'attachment; filename="cloakroom-job-{job.pk}.{fmt}"'
+        return response
+
+
+def _eps(value) -> str:
+    return f"{Decimal(value or 0).quantize(EPSILON_QUANTUM):f}"
+
+
+def _delta(value) -> str:
+    return f"{Decimal(value or 0).quantize(DELTA_QUANTUM):f}"
+
+
+def _sums(qs) -> dict[str, Decimal]:
+    totals = {row["kind"]: row for row in qs.values("kind").annotate(e=Sum("epsilon"), d=Sum("delta"))}
+    out = {}
+    for kind in LedgerEntry.Kind.values:
+        out[f"epsilon_{kind}"] = (totals.get(kind) or {}).get("e") or Decimal(0)
+        out[f"delta_{kind}"] = (totals.get(kind) or {}).get("d") or Decimal(0)
+    return out
+
+
+class PurchaseLedgerApi(APIView):
+    @extend_schema(responses=dict)
+    def get(self, request, purchase_id: int):
+        purchase = market.purchase_get(user=request.user, purchase_id=purchase_id)
+        entries = purchase.ledger_entries.order_by("created_at", "id")
+        s = _sums(entries)
+        spent = s["epsilon_commit"]
+        held = s["epsilon_reserve"] - s["epsilon_commit"] - s["epsilon_refund"]
+        return Response(
+            {
+                "purchase": purchase.pk,
+                "epsilon": _eps(purchase.epsilon),
+                "epsilon_reserved": _eps(s["epsilon_reserve"]),
+                "epsilon_committed": _eps(spent),
+                "epsilon_refunded": _eps(s["epsilon_refund"]),
+                "epsilon_held": _eps(held),
+                "epsilon_remaining": _eps(purchase.epsilon - spent - held),
+                "delta": _delta(purchase.delta),
+                "delta_committed": _delta(s["delta_commit"]),
+                "entries": [
+                    {
+                        "id": e.pk,
+                        "kind": e.kind,
+                        "job": e.job_id,
+                        "epsilon": _eps(e.epsilon),
+                        "delta": _delta(e.delta),
+                        "created_at": e.created_at,
+                    }
+                    for e in entries
+                ],
+            }
+        )
+
+
+class DatasetBudgetApi(APIView):
+    """For the dataset's owner: epsilon sold, spent and left, by buyer. Never a released value."""
+
+    @extend_schema(responses=dict)
+    def get(self, request, dataset_id: int):
+        try:
+            dataset = Dataset.objects.get(pk=dataset_id, owner=request.user)
+        except (Dataset.DoesNotExist, ValueError, TypeError):
+            raise NotFound("No such dataset.") from None
+        s = _sums(LedgerEntry.objects.filter(dataset=dataset))
+        buyers = (
+            Purchase.objects.filter(dataset=dataset)
+            .values("buyer__username")
+            .annotate(
+                epsilon_bought=Sum("epsilon"),
+                credits_paid=Sum("price"),
+                purchases=Count("id", distinct=True),
+            )
+            .order_by("buyer__username")
+        )
+        spent_by = {
+            row["purchase__buyer__username"]: row["e"]
+            for row in LedgerEntry.objects.filter(dataset=dataset, kind=LedgerEntry.Kind.COMMIT)
+            .values("purchase__buyer__username")
+            .annotate(e=Sum("epsilon"))
+        }
+        jobs_by = {
+            row["buyer__username"]: row["n"]
+            for row in Job.objects.filter(dataset=dataset)
+            .values("buyer__username")
+            .annotate(n=Count("id", filter=Q(status=Job.Status.RELEASED)))
+        }
+        return Response(
+            {
+                "dataset": dataset.pk,
+                "epsilon_cap": _eps(dataset.epsilon_cap),
+                "epsilon_sold": _eps(dataset.epsilon_sold),
+                "epsilon_spent": _eps(s["epsilon_commit"]),
+                "epsilon_unsold": _eps(dataset.epsilon_cap - dataset.epsilon_sold),
+                "by_buyer": [
+                    {
+                        "buyer": row["buyer__username"],
+                        "epsilon_bought": _eps(row["epsilon_bought"]),
+                        "epsilon_spent": _eps(spent_by.get(row["buyer__username"])),
+                        "credits_paid": f"{Decimal(row['credits_paid']).quantize(CREDIT_QUANTUM)}",
+                        "jobs_released": jobs_by.get(row["buyer__username"], 0),
+                    }
+                    for row in buyers
+                ],
+            }
+        )

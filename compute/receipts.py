@@ -1,0 +1,84 @@
+"""Turning a stored release into what the buyer reads: the receipt and CSV / JSON downloads."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from typing import Any
+
+from compute.models import Job
+
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: Any) -> Any:
+    """Neutralise spreadsheet formulas: a cell starting with = + - @ (or tab / CR) gets a leading
+    quote, unless it is a plain number such as -3.5, which no spreadsheet evaluates as a formula."""
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else str(value)
+    if text.startswith(_FORMULA_START) and not _NUMBER.match(text):
+        return "'" + text
+    return text
+
+
+def receipt(job: Job) -> dict[str, Any] | None:
+    if job.status != Job.Status.RELEASED or not job.result:
+        return None
+    r = job.result
+    return {
+        "job": job.pk,
+        "mode": r.get("mode", "dp"),
+        "mechanism": r.get("mechanism"),
+        "epsilon_charged": f"{job.epsilon:f}" if job.reused_from_id is None else "0",
+        "delta_charged": f"{job.delta:f}" if job.reused_from_id is None else "0",
+        "noise_scale": r.get("noise_scale"),
+        "interval": r.get("interval_note"),
+        "dataset": job.dataset_id,
+        "dataset_version": r.get("dataset_version", job.dataset_version),
+        "released_at": r.get("released_at"),
+    }
+
+
+def result_rows(job: Job) -> tuple[list[str], list[list[Any]]]:
+    """A released result as a table: one row per group (and per bin or quantile)."""
+    r = job.result or {}
+    groups = r.get("groups", [])
+    keys = list((groups[0].get("key") or {}).keys()) if groups else []
+    agg = r.get("aggregate")
+    rows: list[list[Any]] = []
+    if agg == "histogram":
+        header = keys + ["bin", "count", "ci95_low", "ci95_high"]
+        for g in groups:
+            for b in g["value"]:
+                label = b["bin"] if not isinstance(b["bin"], list) else f"[{b['bin'][0]}, {b['bin'][1]})"
+                rows.append([*(g["key"] or {}).values(), label, b["count"], b["ci95"][0], b["ci95"][1]])
+    elif agg == "quantile":
+        header = keys + ["quantile", "value"]
+        quantiles = (job.spec or {}).get("quantiles", [])
+        for g in groups:
+            for q, v in zip(quantiles, g["value"]):
+                rows.append([*(g["key"] or {}).values(), q, v])
+    else:
+        header = keys + ["value", "ci95_low", "ci95_high"]
+        for g in groups:
+            ci = g.get("ci95") or [None, None]
+            rows.append([*(g["key"] or {}).values(), g["value"], ci[0], ci[1]])
+    return header, rows
+
+
+def result_csv(job: Job) -> str:
+    header, rows = result_rows(job)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([safe_cell(h) for h in header])
+    for row in rows:
+        writer.writerow([safe_cell(c) for c in row])
+    return out.getvalue()
+
+
+def result_json(job: Job) -> str:
+    return json.dumps({"job": job.pk, "result": job.result, "receipt": receipt(job)}, indent=2)

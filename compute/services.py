@@ -1,0 +1,314 @@
+"""Writes for jobs: submit (validate and reserve), run (compute and release), fail, cancel, sweep.
+
+The budget guarantee rests on three rules, each enforced in the database:
+
+* Reserve: ``Purchase.epsilon_used`` (and ``delta_used``) only moves by a conditional UPDATE that
+  matches while ``used + asked <= allotment``, in the transaction that creates the job and its
+  ``reserve`` ledger row. Concurrent submissions serialise on the purchase row; the losers match no
+  row and get a 409 with nothing written.
+* Release: the result, the job's status and the ``commit`` ledger row are written in one
+  transaction, and only by the worker holding the job's current ``claim`` token while the job is
+  still running. A second delivery of the task, or a worker that lost its claim to the sweeper,
+  matches no row and writes nothing: one job, one charge, one result.
+* Refund: failure and cancellation move the job out of an open status with a conditional UPDATE and,
+  only if that matched, write the ``refund`` row and give the budget back, so a refund happens once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.models import User
+from compute.engines import dp
+from compute.models import Job
+from config.exceptions import Conflict, NotFound, ValidationFailed
+from marketplace.datafiles import dataset_columns, dataset_schema
+from marketplace.models import EPSILON_QUANTUM, Dataset, LedgerEntry, Purchase
+
+logger = logging.getLogger(__name__)
+
+DELTA_Q = Decimal("0.000000000001")
+
+
+def _query_error(exc: dp.QueryError) -> ValidationFailed:
+    return ValidationFailed(f"{exc.field}: {exc.message}", code="invalid_query", fields={exc.field: [exc.message]})
+
+
+def _budget_numbers(epsilon: Any, delta: Any) -> tuple[Decimal, Decimal]:
+    """Exact epsilon and delta from the request, refusing anything not finite or out of range."""
+    errors: dict[str, list[str]] = {}
+    try:
+        eps = Decimal(str(epsilon))
+        if not eps.is_finite() or eps <= 0:
+            errors["epsilon"] = ["Must be a finite number greater than 0."]
+        elif eps != eps.quantize(EPSILON_QUANTUM):
+            errors["epsilon"] = ["At most 6 decimal places."]
+    except (ArithmeticError, ValueError, TypeError):
+        errors["epsilon"] = ["Must be a number."]
+        eps = Decimal(0)
+    try:
+        dlt = Decimal(str(delta if delta is not None else 0))
+        if not dlt.is_finite() or dlt < 0 or dlt >= 1:
+            errors["delta"] = ["Must be a finite number in [0, 1)."]
+        elif dlt != dlt.quantize(DELTA_Q):
+            errors["delta"] = ["At most 12 decimal places."]
+    except (ArithmeticError, ValueError, TypeError):
+        errors["delta"] = ["Must be a number."]
+        dlt = Decimal(0)
+    if errors:
+        name, reasons = next(iter(errors.items()))
+        raise ValidationFailed(f"{name}: {reasons[0]}", fields=errors)
+    return eps, dlt
+
+
+def prepare_query(*, dataset: Dataset, query: Any, epsilon: Any, delta: Any) -> tuple[dp.Query, dict, Decimal, Decimal]:
+    """Validate a query body against the dataset's declared schema; nothing is reserved here."""
+    eps, dlt = _budget_numbers(epsilon, delta)
+    schema = dataset_schema(dataset)
+    try:
+        parsed = dp.parse_query(query, schema)
+        if dlt > 0 and not dp.needs_delta(parsed):
+            raise dp.QueryError("delta", "A quantile uses the exponential mechanism and needs no delta; send 0.")
+        if dlt > 0 and dlt > dataset.delta_cap:
+            raise dp.QueryError("delta", f"Over the dataset's delta cap of {dataset.delta_cap.normalize():f}.")
+        plan = dp.plan(schema, parsed, float(eps), float(dlt))
+    except dp.QueryError as exc:
+        raise _query_error(exc) from None
+    return parsed, {"schema": schema, "plan": plan}, eps, dlt
+
+
+def _spec_hash(canonical: dict, eps: Decimal, dlt: Decimal, version: int) -> str:
+    payload = json.dumps({"q": canonical, "e": f"{eps:f}", "d": f"{dlt:f}", "v": version}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def job_submit(
+    *,
+    buyer: User,
+    purchase_id: Any,
+    kind: str,
+    query: Any,
+    epsilon: Any,
+    delta: Any = 0,
+    idempotency_key: str | None = None,
+) -> tuple[Job, bool]:
+    """Validate, reserve budget and queue a job. Returns ``(job, created)``.
+
+    ``created`` is False when an earlier job answers the request: the same ``Idempotency-Key``, or a
+    free repeat (the same query, epsilon and delta on the same dataset version, already released),
+    which costs nothing so that averaging repeated answers gains nothing.
+    """
+    try:
+        purchase = Purchase.objects.select_related("dataset").get(pk=purchase_id, buyer=buyer)
+    except (Purchase.DoesNotExist, ValueError, TypeError):
+        raise NotFound("No such purchase.", fields={"purchase": ["No such purchase."]}) from None
+    if kind != Job.Kind.QUERY:
+        raise ValidationFailed("kind: only 'query' jobs run on DP datasets.", fields={"kind": ["Must be 'query'."]})
+    dataset = purchase.dataset
+    if idempotency_key:
+        earlier = Job.objects.filter(buyer=buyer, idempotency_key=idempotency_key).first()
+        if earlier is not None:
+            return earlier, False
+    if dataset.status != Dataset.Status.PUBLISHED:
+        raise Conflict("This dataset is not available for new jobs (it is suspended).", code="dataset_unavailable")
+    parsed, _, eps, dlt = prepare_query(dataset=dataset, query=query, epsilon=epsilon, delta=delta)
+    canonical = parsed.canonical()
+    spec_hash = _spec_hash(canonical, eps, dlt, dataset.version)
+
+    repeat = (
+        Job.objects.filter(buyer=buyer, dataset=dataset, spec_hash=spec_hash, status=Job.Status.RELEASED)
+        .order_by("created_at")
+        .first()
+    )
+    if repeat is not None:
+        return repeat, False
+
+    try:
+        with transaction.atomic():
+            reserved = Purchase.objects.filter(
+                pk=purchase.pk,
+                epsilon_used__lte=F("epsilon") - eps,
+                delta_used__lte=F("delta") - dlt,
+            ).update(epsilon_used=F("epsilon_used") + eps, delta_used=F("delta_used") + dlt)
+            if not reserved:
+                current = Purchase.objects.get(pk=purchase.pk)
+                eps_left = current.epsilon - current.epsilon_used
+                delta_left = current.delta - current.delta_used
+                raise Conflict(
+                    f"Not enough budget left on this purchase: the job asks for epsilon {eps.normalize():f}"
+                    + (f" and delta {dlt.normalize():f}" if dlt else "")
+                    + f"; epsilon {eps_left.normalize():f} and delta {delta_left.normalize():f} remain.",
+                    code="insufficient_budget",
+                    extra={"epsilon_remaining": f"{eps_left:f}", "delta_remaining": f"{delta_left:f}"},
+                )
+            job = Job.objects.create(
+                buyer=buyer,
+                dataset=dataset,
+                purchase=purchase,
+                kind=kind,
+                spec=canonical,
+                spec_hash=spec_hash,
+                epsilon=eps,
+                delta=dlt,
+                dataset_version=dataset.version,
+                idempotency_key=idempotency_key or None,
+            )
+            LedgerEntry.objects.create(
+                dataset=dataset, purchase=purchase, job_id=job.pk, kind=LedgerEntry.Kind.RESERVE, epsilon=eps, delta=dlt
+            )
+            transaction.on_commit(lambda: _enqueue(job.pk))
+    except IntegrityError:
+        # Two requests raced with the same Idempotency-Key: the other one won; answer with its job.
+        earlier = Job.objects.filter(buyer=buyer, idempotency_key=idempotency_key).first()
+        if earlier is None:
+            raise
+        return earlier, False
+    logger.info("job %s queued: buyer %s, dataset %s, epsilon %s", job.pk, buyer.pk, dataset.pk, eps)
+    return job, True
+
+
+def _enqueue(job_id: int) -> None:
+    from compute.tasks import run_dp_job
+
+    run_dp_job.apply_async(args=[job_id], queue="dp")
+
+
+def _claim(job_id: int) -> str | None:
+    """Take the job for this worker: queued, or running under a lease that has expired."""
+    token = secrets.token_hex(16)
+    lease = timezone.now() - timedelta(seconds=settings.CLOAKROOM_JOB_LEASE_SECONDS)
+    from django.db.models import Q
+
+    taken = Job.objects.filter(
+        Q(status=Job.Status.QUEUED) | Q(status=Job.Status.RUNNING, started_at__lt=lease), pk=job_id
+    ).update(status=Job.Status.RUNNING, claim=token, started_at=timezone.now(), attempts=F("attempts") + 1)
+    return token if taken else None
+
+
+def job_run(*, job_id: int) -> str:
+    """Run one job to its release. Idempotent: returns what it did ("released", "skipped", "failed")."""
+    token = _claim(job_id)
+    if token is None:
+        return "skipped"  # done, cancelled, or running under another worker's live claim
+    job = Job.objects.select_related("dataset").get(pk=job_id)
+    try:
+        dataset = job.dataset
+        schema = dataset_schema(dataset)
+        query = dp.parse_query(job.spec, schema)
+        data = dataset_columns(dataset, schema)
+        release = dp.run(data, schema, query, float(job.epsilon), float(job.delta))
+    except Exception as exc:  # the engine's and the loader's errors become an actionable reason
+        logger.exception("job %s failed while computing", job_id)
+        job_fail(job_id=job_id, reason=_reason(exc), claim=token)
+        return "failed"
+    result = {
+        **release.as_dict(),
+        "dataset": dataset.pk,
+        "dataset_version": job.dataset_version,
+        "released_at": timezone.now().isoformat(),
+        "mode": "dp",
+    }
+    with transaction.atomic():
+        done = Job.objects.filter(pk=job_id, status=Job.Status.RUNNING, claim=token).update(
+            status=Job.Status.RELEASED, result=result, finished_at=timezone.now(), error=""
+        )
+        if not done:
+            return "skipped"  # cancelled or re-claimed meanwhile: nothing released, nothing charged
+        LedgerEntry.objects.create(
+            dataset=job.dataset,
+            purchase_id=job.purchase_id,
+            job_id=job.pk,
+            kind=LedgerEntry.Kind.COMMIT,
+            epsilon=job.epsilon,
+            delta=job.delta,
+        )
+    logger.info("job %s released: epsilon %s charged to purchase %s", job_id, job.epsilon, job.purchase_id)
+    return "released"
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, dp.QueryError):
+        return f"The query no longer fits the dataset: {exc.message}"
+    return "The computation failed on the server; your budget was refunded. Try again, or contact the administrator if it keeps failing."
+
+
+def _refund(job: Job) -> None:
+    Purchase.objects.filter(pk=job.purchase_id).update(
+        epsilon_used=F("epsilon_used") - job.epsilon, delta_used=F("delta_used") - job.delta
+    )
+    LedgerEntry.objects.create(
+        dataset_id=job.dataset_id,
+        purchase_id=job.purchase_id,
+        job_id=job.pk,
+        kind=LedgerEntry.Kind.REFUND,
+        epsilon=job.epsilon,
+        delta=job.delta,
+    )
+
+
+@transaction.atomic
+def job_fail(*, job_id: int, reason: str, claim: str | None = None) -> bool:
+    """Mark an open job failed and refund its reservation, once. Returns whether it did."""
+    query = Job.objects.filter(pk=job_id, status__in=Job.OPEN_STATUSES)
+    if claim is not None:
+        query = query.filter(claim=claim)
+    if not query.update(status=Job.Status.FAILED, error=reason[:2000], finished_at=timezone.now()):
+        return False
+    _refund(Job.objects.get(pk=job_id))
+    logger.info("job %s failed and refunded: %s", job_id, reason[:200])
+    return True
+
+
+@transaction.atomic
+def job_cancel(*, buyer: User, job_id: Any) -> Job:
+    try:
+        job = Job.objects.get(pk=job_id, buyer=buyer)
+    except (Job.DoesNotExist, ValueError, TypeError):
+        raise NotFound("No such job.") from None
+    if Job.objects.filter(pk=job.pk, status__in=Job.OPEN_STATUSES).update(
+        status=Job.Status.CANCELLED, finished_at=timezone.now(), error="Cancelled by the buyer."
+    ):
+        _refund(job)
+    else:
+        raise Conflict(
+            f"The job is already {job.status}; only queued or running jobs can be cancelled.", code="job_finished"
+        )
+    job.refresh_from_db()
+    return job
+
+
+def jobs_sweep() -> dict[str, int]:
+    """Re-queue or fail jobs stuck past their time limit, so nothing waits forever.
+
+    A running job whose lease expired (its worker died) is re-queued while it has attempts left,
+    then failed and refunded. A queued job nobody picked up for a lease (a lost message) is sent
+    again. Re-queueing is safe: only the worker that next claims the job can release it.
+    """
+    lease = timezone.now() - timedelta(seconds=settings.CLOAKROOM_JOB_LEASE_SECONDS)
+    counts = {"requeued": 0, "failed": 0}
+    stuck = Job.objects.filter(status=Job.Status.RUNNING, started_at__lt=lease)
+    for job in stuck:
+        if job.attempts >= settings.CLOAKROOM_JOB_MAX_ATTEMPTS:
+            if job_fail(
+                job_id=job.pk,
+                reason="The job did not finish within its time limit after several attempts; your budget was refunded.",
+            ):
+                counts["failed"] += 1
+        else:
+            _enqueue(job.pk)
+            counts["requeued"] += 1
+    for job in Job.objects.filter(status=Job.Status.QUEUED, created_at__lt=lease):
+        _enqueue(job.pk)
+        counts["requeued"] += 1
+    return counts
