@@ -135,3 +135,107 @@ class Client:
 
     def purchase(self, purchase_id: int) -> dict:
         return self._request("GET", f"purchases/{int(purchase_id)}/")
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def estimate(
+        self,
+        purchase: int,
+        query: dict,
+        *,
+        epsilon: str | Decimal | float | None = None,
+        delta: str | Decimal | float = "0",
+        ci95_halfwidth: float | None = None,
+        rows: int | None = None,
+    ) -> dict:
+        """Accuracy and price of a query before running it; spends nothing.
+
+        Give ``epsilon`` to learn the noise scale and the 95% half-width, or ``ci95_halfwidth`` to
+        learn the epsilon that reaches it. ``rows`` is the size of the data the answer covers, when
+        the row count is private and the query is a mean, variance or quantile.
+        """
+        body: dict[str, Any] = {"purchase": int(purchase), "kind": "query", "query": query, "delta": str(delta)}
+        if epsilon is not None:
+            body["epsilon"] = str(epsilon)
+        if ci95_halfwidth is not None:
+            body["ci95_halfwidth"] = ci95_halfwidth
+        if rows is not None:
+            body["rows"] = rows
+        return self._request("POST", "jobs/estimate/", json=body)
+
+    def submit(
+        self,
+        purchase: int,
+        query: dict,
+        *,
+        epsilon: str | Decimal | float,
+        delta: str | Decimal | float = "0",
+        idempotency_key: str | None = None,
+    ) -> dict:
+        """Submit a DP query job; returns the job (status ``queued``, or an earlier release when the
+        same query was already answered, which costs nothing)."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        body = {
+            "purchase": int(purchase),
+            "kind": "query",
+            "query": query,
+            "epsilon": str(epsilon),
+            "delta": str(delta),
+        }
+        return self._request("POST", "jobs/", json=body, headers=headers)
+
+    def job(self, job_id: int) -> dict:
+        return self._request("GET", f"jobs/{int(job_id)}/")
+
+    def jobs(self, *, status: str | None = None) -> list[dict]:
+        return list(self._pages("jobs/", {"status": status}))
+
+    def cancel(self, job_id: int) -> dict:
+        return self._request("POST", f"jobs/{int(job_id)}/cancel/")
+
+    def ledger(self, purchase_id: int) -> dict:
+        return self._request("GET", f"purchases/{int(purchase_id)}/ledger/")
+
+    def wait(self, job: int | dict, *, timeout: float = 300.0, poll: float = 0.5, progress: bool = True) -> dict:
+        """Poll until the job is released, failed or cancelled; returns the job.
+
+        With ``progress`` a one-line status (elapsed time and state) is kept up to date on stderr.
+        Raises ``TimeoutError`` when the job is still open after ``timeout`` seconds.
+        """
+        import sys
+        import time
+
+        job_id = job["id"] if isinstance(job, dict) else int(job)
+        start = time.monotonic()
+        delay = poll
+        while True:
+            current = self.job(job_id)
+            elapsed = time.monotonic() - start
+            if progress:
+                sys.stderr.write(f"\rjob {job_id}: {current['status']:<12} {elapsed:6.1f}s")
+                sys.stderr.flush()
+            if current["status"] in ("released", "failed", "cancelled"):
+                if progress:
+                    sys.stderr.write("\n")
+                return current
+            if elapsed > timeout:
+                if progress:
+                    sys.stderr.write("\n")
+                raise TimeoutError(f"job {job_id} is still {current['status']} after {timeout:.0f}s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 5.0)
+
+    def result_frame(self, job: int | dict):
+        """A released job's answer as a pandas DataFrame: one row per group (and bin or quantile),
+        with the 95% interval where the mechanism gives one."""
+        import io
+
+        import pandas as pd
+
+        job_id = job["id"] if isinstance(job, dict) else int(job)
+        response = self.session.get(
+            f"{self.url}/api/v1/jobs/{job_id}/download/", params={"format": "csv"}, timeout=self.timeout
+        )
+        if response.status_code >= 400:
+            self._request("GET", f"jobs/{job_id}/download/?format=csv")  # raises the API's error
+        return pd.read_csv(io.StringIO(response.text))

@@ -84,3 +84,34 @@ def test_the_cli_lists_datasets_and_buys(people, tmp_path, capsys, live_server):
     assert "Clinic visits" in capsys.readouterr().out
     assert cli_main(["--url", live_server.url, "--api-key", key, "buy", str(created["id"]), "9"]) == 1
     assert "Not enough budget" in capsys.readouterr().err
+
+
+@pytest.fixture
+def eager_celery():
+    from config.celery_app import app
+
+    previous = app.conf.task_always_eager
+    app.conf.update(CELERY_TASK_ALWAYS_EAGER=True)
+    yield
+    app.conf.update(CELERY_TASK_ALWAYS_EAGER=previous)
+
+
+def test_a_buyer_estimates_submits_waits_and_reads_a_dataframe(people, tmp_path, eager_celery, capsys):
+    owner, buyer = people
+    csv = tmp_path / "visits.csv"
+    csv.write_text("age,smoker\n" + "".join(f"{20 + i % 60},{'yes' if i % 3 else 'no'}\n" for i in range(300)))
+    dataset = owner.upload(str(csv), METADATA)
+    owner.publish(dataset["id"])
+    purchase = buyer.buy(dataset["id"], "1")
+    query = {"aggregate": "count", "group_by": ["smoker"]}
+    est = buyer.estimate(purchase["id"], query, epsilon="0.5")
+    assert est["exact"] is True and est["ci95_halfwidth"] > 0
+    job = buyer.submit(purchase["id"], query, epsilon="0.5")
+    done = buyer.wait(job, timeout=30, poll=0.1)
+    assert done["status"] == "released"
+    assert "released" in capsys.readouterr().err  # the progress line
+    frame = buyer.result_frame(done)
+    assert list(frame.columns) == ["smoker", "value", "ci95_low", "ci95_high"]
+    assert list(frame["smoker"]) == [False, True]
+    assert abs(frame.loc[frame["smoker"], "value"].iloc[0] - 200) < 40
+    assert buyer.ledger(purchase["id"])["epsilon_committed"] == "0.500000"
