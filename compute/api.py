@@ -237,7 +237,8 @@ def _delta(value) -> str:
 
 
 def _sums(qs) -> dict[str, Decimal]:
-    totals = {row["kind"]: row for row in qs.values("kind").annotate(e=Sum("epsilon"), d=Sum("delta"))}
+    # order_by() clears any ordering: ordered fields would join the GROUP BY and split the sums.
+    totals = {row["kind"]: row for row in qs.order_by().values("kind").annotate(e=Sum("epsilon"), d=Sum("delta"))}
     out = {}
     for kind in LedgerEntry.Kind.values:
         out[f"epsilon_{kind}"] = (totals.get(kind) or {}).get("e") or Decimal(0)

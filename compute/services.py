@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import secrets
+import time
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -181,7 +182,7 @@ def job_submit(
 def _enqueue(job_id: int) -> None:
     from compute.tasks import run_dp_job
 
-    run_dp_job.apply_async(args=[job_id], queue="dp")
+    run_dp_job.apply_async(args=[job_id], queue=settings.CLOAKROOM_DP_QUEUE)
 
 
 def _claim(job_id: int) -> str | None:
@@ -202,6 +203,8 @@ def job_run(*, job_id: int) -> str:
     if token is None:
         return "skipped"  # done, cancelled, or running under another worker's live claim
     job = Job.objects.select_related("dataset").get(pk=job_id)
+    if settings.CLOAKROOM_FAULT_JOB_DELAY_SECONDS:
+        time.sleep(settings.CLOAKROOM_FAULT_JOB_DELAY_SECONDS)
     try:
         dataset = job.dataset
         schema = dataset_schema(dataset)

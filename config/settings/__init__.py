@@ -153,8 +153,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+        # Kombu's default is "control" relative to the working directory; keep it under var/ too.
+        "control_folder": str(_broker_dir / "control"),
     }
-    for _folder in ("queue", "processed"):
+    for _folder in ("queue", "processed", "control"):
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
 else:
     # With Redis, a task not acknowledged within this window is delivered again. Tasks are
@@ -175,6 +177,11 @@ CELERY_BEAT_SCHEDULE = {
 # refunds it after CLOAKROOM_JOB_MAX_ATTEMPTS). Longer than any job should take.
 CLOAKROOM_JOB_LEASE_SECONDS = env_int("CLOAKROOM_JOB_LEASE_SECONDS", 660)
 CLOAKROOM_JOB_MAX_ATTEMPTS = env_int("CLOAKROOM_JOB_MAX_ATTEMPTS", 3)
+# The queue DP jobs go to (workers consume it with -Q dp). Tests use a queue of their own.
+CLOAKROOM_DP_QUEUE = env_str("CLOAKROOM_DP_QUEUE", "dp")
+# Fault injection for failure tests only: a worker sleeps this long after claiming a job, so a
+# test can kill it mid-job. Keep it 0 everywhere else.
+CLOAKROOM_FAULT_JOB_DELAY_SECONDS = env_int("CLOAKROOM_FAULT_JOB_DELAY_SECONDS", 0)
 CELERY_TIMEZONE = TIME_ZONE
 
 REST_FRAMEWORK = {
