@@ -20,10 +20,14 @@ class SignupApi(APIView):
 
     @extend_schema_serializer(component_name="SignupInput")
     class InputSerializer(serializers.Serializer):
-        username = serializers.RegexField(r"^[\w.@+-]+\Z", max_length=150, error_messages={"invalid": "Use letters, digits and @/./+/-/_ only."})
+        username = serializers.RegexField(
+            r"^[\w.@+-]+\Z", max_length=150, error_messages={"invalid": "Use letters, digits and @/./+/-/_ only."}
+        )
         email = serializers.EmailField()
         password = serializers.CharField(max_length=128, trim_whitespace=False)
-        roles = serializers.ListField(child=serializers.ChoiceField(choices=VALID_ROLES), allow_empty=False, max_length=2)
+        roles = serializers.ListField(
+            child=serializers.ChoiceField(choices=VALID_ROLES), allow_empty=False, max_length=2
+        )
 
     @extend_schema_serializer(component_name="SignupOutput")
     class OutputSerializer(serializers.Serializer):
@@ -51,7 +55,12 @@ class MeApi(APIView):
     @extend_schema(responses=OutputSerializer)
     def get(self, request):
         user = request.user
-        payload = {"username": user.username, "email": user.email, "roles": user.roles, "credits": wallet_balance(user=user)}
+        payload = {
+            "username": user.username,
+            "email": user.email,
+            "roles": user.roles,
+            "credits": wallet_balance(user=user),
+        }
         return Response(self.OutputSerializer(payload).data)
 
 

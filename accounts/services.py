@@ -14,8 +14,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from config.exceptions import Conflict, NotFound, ValidationFailed
 from accounts.models import CREDIT_QUANTUM, ApiKey, CreditEntry, User, Wallet
+from config.exceptions import Conflict, NotFound, ValidationFailed
 
 API_KEY_PREFIX = "ck_"
 VALID_ROLES = ("owner", "buyer")

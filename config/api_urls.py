@@ -3,6 +3,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from accounts import api as accounts_api
 from compute import api as compute_api
+from config.health import HealthApi
 from marketplace import api as marketplace_api
 
 urlpatterns = [
@@ -22,5 +23,6 @@ urlpatterns = [
     path("jobs/<int:job_id>/", compute_api.JobDetailApi.as_view(), name="api-job"),
     path("jobs/<int:job_id>/cancel/", compute_api.JobCancelApi.as_view(), name="api-job-cancel"),
     path("jobs/<int:job_id>/download/", compute_api.JobDownloadApi.as_view(), name="api-job-download"),
+    path("health/", HealthApi.as_view(), name="api-health"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
 ]

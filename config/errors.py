@@ -84,9 +84,7 @@ _DRF_CODES = {
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, ServiceError):
-        return Response(
-            error_body(exc.code, exc.message, exc.fields, **exc.extra), status=exc.status_code
-        )
+        return Response(error_body(exc.code, exc.message, exc.fields, **exc.extra), status=exc.status_code)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("Not found.")
     elif isinstance(exc, DjangoPermissionDenied):

@@ -2,5 +2,5 @@ from django.apps import AppConfig
 
 
 class MarketplaceConfig(AppConfig):
-    default_auto_field = 'django.db.models.BigAutoField'
-    name = 'marketplace'
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "marketplace"

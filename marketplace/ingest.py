@@ -63,16 +63,22 @@ def sniff_format(data: bytes, filename: str = "") -> str:
     if data[:4] == PARQUET_MAGIC and data[-4:] == PARQUET_MAGIC:
         return "parquet"
     if filename.lower().endswith((".parquet", ".pq")):
-        raise UploadRejected(["The file is named like Parquet but is not a valid Parquet file."], code="unsupported_file_type")
+        raise UploadRejected(
+            ["The file is named like Parquet but is not a valid Parquet file."], code="unsupported_file_type"
+        )
     head = data[:65536]
     if b"\x00" in head:
-        raise UploadRejected(["The file is neither CSV text nor Parquet (it contains binary data)."], code="unsupported_file_type")
+        raise UploadRejected(
+            ["The file is neither CSV text nor Parquet (it contains binary data)."], code="unsupported_file_type"
+        )
     try:
         head.decode("utf-8")
     except UnicodeDecodeError as exc:
         # A multi-byte character cut at the 64 KiB boundary is fine; anything earlier is not UTF-8.
         if exc.start < len(head) - 4:
-            raise UploadRejected(["The file is neither Parquet nor UTF-8 CSV text."], code="unsupported_file_type") from None
+            raise UploadRejected(
+                ["The file is neither Parquet nor UTF-8 CSV text."], code="unsupported_file_type"
+            ) from None
     return "csv"
 
 
@@ -122,7 +128,9 @@ def _missing_mask(series: pd.Series) -> np.ndarray:
     return mask
 
 
-def check_against_schema(frame: pd.DataFrame, specs: list[ColumnSpec], *, clip: bool) -> tuple[pd.DataFrame, dict[str, int], list[str]]:
+def check_against_schema(
+    frame: pd.DataFrame, specs: list[ColumnSpec], *, clip: bool
+) -> tuple[pd.DataFrame, dict[str, int], list[str]]:
     """Return the frame reduced to the declared columns, typed, and clipped when asked.
 
     Raises :class:`UploadRejected` listing every problem found, column by column.
@@ -170,7 +178,12 @@ def check_against_schema(frame: pd.DataFrame, specs: list[ColumnSpec], *, clip: 
                     values = values.clip(lower=spec.lower, upper=spec.upper)
                 else:
                     problems.append(
-                        _describe(spec.name, f"are outside the declared bounds [{_fmt(spec.lower)}, {_fmt(spec.upper)}]", outside, raw)
+                        _describe(
+                            spec.name,
+                            f"are outside the declared bounds [{_fmt(spec.lower)}, {_fmt(spec.upper)}]",
+                            outside,
+                            raw,
+                        )
                         + "; correct them, widen the bounds, or ask for clipping"
                     )
                     continue
@@ -211,4 +224,6 @@ def ingest(data: bytes, specs: list[ColumnSpec], *, filename: str = "", clip: bo
     file_format = sniff_format(data, filename)
     frame = read_frame(data, file_format)
     checked, clipped, ignored = check_against_schema(frame, specs, clip=clip)
-    return IngestResult(frame=checked, file_format=file_format, row_count=len(checked), ignored_columns=ignored, clipped=clipped)
+    return IngestResult(
+        frame=checked, file_format=file_format, row_count=len(checked), ignored_columns=ignored, clipped=clipped
+    )

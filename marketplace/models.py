@@ -92,7 +92,8 @@ class Column(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["dataset", "name"], name="column_name_unique_per_dataset"),
             models.CheckConstraint(
-                condition=~Q(kind="numeric") | (Q(lower__isnull=False) & Q(upper__isnull=False) & Q(lower__lt=F("upper"))),
+                condition=~Q(kind="numeric")
+                | (Q(lower__isnull=False) & Q(upper__isnull=False) & Q(lower__lt=F("upper"))),
                 name="numeric_column_has_bounds",
             ),
         ]

@@ -20,7 +20,9 @@ def dataset_list(*, user: User | None, search: str = "", mode: str = "", mine: b
     if mine and user is not None and user.is_authenticated:
         qs = qs.filter(owner=user)
     if search:
-        qs = qs.filter(Q(title__icontains=search) | Q(description__icontains=search) | Q(columns__name__icontains=search)).distinct()
+        qs = qs.filter(
+            Q(title__icontains=search) | Q(description__icontains=search) | Q(columns__name__icontains=search)
+        ).distinct()
     if mode:
         qs = qs.filter(mode=mode)
     return qs
@@ -52,10 +54,7 @@ def purchase_epsilon_spent(purchase: Purchase) -> Decimal:
 
 def purchase_epsilon_held(purchase: Purchase) -> Decimal:
     """Epsilon reserved by jobs that have neither committed nor refunded yet."""
-    sums = {
-        row["kind"]: row["s"]
-        for row in purchase.ledger_entries.values("kind").annotate(s=Sum("epsilon"))
-    }
+    sums = {row["kind"]: row["s"] for row in purchase.ledger_entries.values("kind").annotate(s=Sum("epsilon"))}
     reserve = sums.get(LedgerEntry.Kind.RESERVE) or Decimal("0")
     commit = sums.get(LedgerEntry.Kind.COMMIT) or Decimal("0")
     refund = sums.get(LedgerEntry.Kind.REFUND) or Decimal("0")
