@@ -1,7 +1,16 @@
+"""Marketplace pages. None of these routes serves a stored file."""
+
 from django.urls import path
 
 from marketplace import views
 
 urlpatterns = [
     path("", views.catalogue, name="catalogue"),
+    path("datasets/new/", views.dataset_new, name="dataset-new"),
+    path("datasets/mine/", views.my_datasets, name="my-datasets"),
+    path("datasets/<int:dataset_id>/", views.dataset_detail, name="dataset-detail"),
+    path("datasets/<int:dataset_id>/buy/", views.dataset_buy, name="dataset-buy"),
+    path("datasets/<int:dataset_id>/publish/", views.dataset_publish, name="dataset-publish"),
+    path("purchases/", views.my_purchases, name="my-purchases"),
+    path("purchases/<int:purchase_id>/", views.purchase_detail, name="purchase-detail"),
 ]

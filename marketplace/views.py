@@ -1,5 +1,244 @@
-from django.http import HttpResponse
+"""Server-rendered marketplace pages.
+
+Views stay thin: they parse forms, call services (writes) and selectors (reads), and render.
+Another user's draft, or any object the caller may not see, is a 404, never a 403.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import DecimalField, Sum, Value
+from django.db.models.functions import Coalesce
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from accounts.selectors import wallet_balance
+from config.exceptions import NotFound, ServiceError
+from marketplace import selectors, services
+from marketplace.forms import (
+    COLUMNS_PREFIX,
+    BuyForm,
+    CatalogueFilterForm,
+    ColumnFormSet,
+    ColumnFormSetNoExtra,
+    DatasetForm,
+    posted_column_rows,
+    validate_dataset_metadata,
+)
+from marketplace.models import Dataset
+
+CATALOGUE_PAGE_SIZE = 12
+LIST_PAGE_SIZE = 25
 
 
-def catalogue(request):
-    return HttpResponse("Cloakroom")
+def _visible_dataset(request: HttpRequest, dataset_id: int) -> Dataset:
+    try:
+        return selectors.dataset_get(user=request.user, dataset_id=dataset_id)
+    except NotFound:
+        raise Http404("No such dataset.") from None
+
+
+@require_GET
+def catalogue(request: HttpRequest) -> HttpResponse:
+    form = CatalogueFilterForm(request.GET or None)
+    search, mode = "", ""
+    if form.is_bound and form.is_valid():
+        search = form.cleaned_data["search"].strip()
+        mode = form.cleaned_data["mode"]
+    datasets = selectors.dataset_list(user=request.user, search=search, mode=mode)
+    page_obj = Paginator(datasets, CATALOGUE_PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "marketplace/catalogue.html",
+        {
+            "form": form,
+            "page_obj": page_obj,
+            "datasets": page_obj.object_list,
+            "query": query.urlencode(),
+            "search": search,
+        },
+    )
+
+
+def _detail_context(request: HttpRequest, dataset: Dataset, buy_form: BuyForm | None = None) -> dict:
+    user = request.user
+    is_owner = user.is_authenticated and dataset.owner_id == user.pk
+    can_buy = user.is_authenticated and user.is_buyer and not is_owner and dataset.status == Dataset.Status.PUBLISHED
+    quote = None
+    if buy_form is not None and buy_form.is_bound and buy_form.is_valid():
+        quote = services.purchase_price(dataset=dataset, epsilon=buy_form.cleaned_data["epsilon"])
+    cap = dataset.epsilon_cap
+    return {
+        "dataset": dataset,
+        "columns": list(dataset.columns.all()),
+        "is_owner": is_owner,
+        "can_buy": can_buy,
+        "buy_form": buy_form or BuyForm(),
+        "quote": quote,
+        "show_row_count": dataset.row_count_public or is_owner,
+        "sold_percent": int(dataset.epsilon_sold * 100 / cap) if cap else 0,
+        "balance": wallet_balance(user=user) if can_buy else None,
+    }
+
+
+@require_GET
+def dataset_detail(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    dataset = _visible_dataset(request, dataset_id)
+    return render(request, "marketplace/dataset_detail.html", _detail_context(request, dataset))
+
+
+@login_required
+@require_POST
+def dataset_buy(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    dataset = _visible_dataset(request, dataset_id)
+    form = BuyForm(request.POST)
+    status = 400
+    if form.is_valid():
+        try:
+            purchase = services.purchase_create(
+                buyer=request.user, dataset_id=dataset.pk, epsilon=form.cleaned_data["epsilon"]
+            )
+        except ServiceError as exc:
+            # The message goes beside the field and the form keeps what the user typed.
+            form.add_error("epsilon" if "dataset" not in exc.fields else None, exc.message)
+            status = exc.status_code
+            dataset.refresh_from_db()
+        else:
+            messages.success(
+                request,
+                f"You bought epsilon {purchase.epsilon.normalize():f} of “{dataset.title}” for {purchase.price} credits.",
+            )
+            return redirect("my-purchases")
+    context = _detail_context(request, dataset, buy_form=form)
+    if not context["can_buy"] and form.errors:
+        # The buy form is not drawn for this user or dataset state, so its error becomes a message.
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, error)
+    return render(request, "marketplace/dataset_detail.html", context, status=status)
+
+
+@login_required
+@require_POST
+def dataset_publish(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    try:
+        dataset = services.dataset_publish(owner=request.user, dataset_id=dataset_id)
+    except NotFound:
+        raise Http404("No such dataset.") from None
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+        return redirect("dataset-detail", dataset_id=dataset_id)
+    messages.success(request, f"“{dataset.title}” is published: buyers can now find it in the catalogue.")
+    return redirect("dataset-detail", dataset_id=dataset.pk)
+
+
+def _require_owner(request: HttpRequest) -> None:
+    if not request.user.is_owner:
+        raise PermissionDenied("Only accounts with the owner role can list datasets.")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def dataset_new(request: HttpRequest) -> HttpResponse:
+    _require_owner(request)
+    status = 200
+    if request.method == "POST" and "add_column" in request.POST:
+        # Without JavaScript, "add column" re-renders the page with the rows typed so far plus one
+        # blank row. Nothing is validated yet, so no errors are shown for half-filled rows.
+        form = DatasetForm(initial=request.POST.dict())
+        rows = posted_column_rows(request.POST)
+        formset = ColumnFormSetNoExtra(initial=[*rows, {}], prefix=COLUMNS_PREFIX)
+        formset.column_list_errors = []
+        messages.info(request, "A blank column row was added. Choose the data file again before you submit.")
+    elif request.method == "POST":
+        form = DatasetForm(request.POST, request.FILES)
+        formset = ColumnFormSet(request.POST, prefix=COLUMNS_PREFIX)
+        metadata = validate_dataset_metadata(form, formset)
+        status = 400
+        if metadata is not None:
+            try:
+                dataset = services.dataset_create(
+                    owner=request.user,
+                    data=services.DatasetInput(**metadata),
+                    upload=form.cleaned_data["file"],
+                )
+            except ServiceError as exc:
+                _attach_service_error(form, exc)
+                status = exc.status_code
+            else:
+                messages.success(
+                    request,
+                    f"“{dataset.title}” was checked and stored as a draft with {dataset.row_count} rows. "
+                    "Publish it when you are ready for buyers to see it.",
+                )
+                return redirect("dataset-detail", dataset_id=dataset.pk)
+    else:
+        form = DatasetForm()
+        formset = ColumnFormSet(prefix=COLUMNS_PREFIX)
+        formset.column_list_errors = []
+    return render(request, "marketplace/dataset_new.html", {"form": form, "formset": formset}, status=status)
+
+
+def _attach_service_error(form: DatasetForm, exc: ServiceError) -> None:
+    """Show a service's error beside the field it names (e.g. "file"), or at the top of the form."""
+    if not exc.fields:
+        form.add_error(None, exc.message)
+        return
+    for name, reasons in exc.fields.items():
+        target = name if name in form.fields else None
+        for reason in reasons:
+            form.add_error(target, reason)
+
+
+@login_required
+@require_GET
+def my_datasets(request: HttpRequest) -> HttpResponse:
+    # Earnings are the sum of what buyers paid; a dataset with no sales has earned 0.
+    datasets = (
+        selectors.dataset_list(user=request.user, mine=True)
+        .annotate(earnings=Coalesce(Sum("purchases__price"), Value(Decimal("0")), output_field=DecimalField()))
+        .order_by("-created_at", "-id")
+    )  # An aggregate drops Meta.ordering, and pages need a stable order.
+    page_obj = Paginator(datasets, LIST_PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "marketplace/my_datasets.html", {"page_obj": page_obj, "datasets": page_obj.object_list})
+
+
+@login_required
+@require_GET
+def my_purchases(request: HttpRequest) -> HttpResponse:
+    page_obj = Paginator(selectors.purchase_list(user=request.user), LIST_PAGE_SIZE).get_page(request.GET.get("page"))
+    rows = [
+        {
+            "purchase": purchase,
+            "spent": selectors.purchase_epsilon_spent(purchase),
+            "remaining": selectors.purchase_epsilon_remaining(purchase),
+        }
+        for purchase in page_obj.object_list
+    ]
+    return render(request, "marketplace/my_purchases.html", {"page_obj": page_obj, "rows": rows})
+
+
+@login_required
+@require_GET
+def purchase_detail(request: HttpRequest, purchase_id: int) -> HttpResponse:
+    """One purchase and its privacy ledger. Another user's purchase is a 404."""
+    try:
+        purchase = selectors.purchase_get(user=request.user, purchase_id=purchase_id)
+    except NotFound:
+        raise Http404("No such purchase.") from None
+    context = {
+        "purchase": purchase,
+        "spent": selectors.purchase_epsilon_spent(purchase),
+        "held": selectors.purchase_epsilon_held(purchase),
+        "remaining": selectors.purchase_epsilon_remaining(purchase),
+        "ledger": purchase.ledger_entries.all(),
+    }
+    return render(request, "marketplace/purchase_detail.html", context)
