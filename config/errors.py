@@ -44,7 +44,11 @@ def _dotted(prefix: str, node: Any, out: dict[str, list[str]]) -> None:
     """Flatten nested errors to dotted paths: ``{"columns": [{}, {"lower": [..]}]}`` -> ``columns.1.lower``."""
     if isinstance(node, dict):
         for key, value in node.items():
-            _dotted(f"{prefix}.{key}" if prefix else str(key), value, out)
+            if key == "non_field_errors" and prefix:
+                # An error about a nested object or list as a whole belongs to that field.
+                _dotted(prefix, value, out)
+            else:
+                _dotted(f"{prefix}.{key}" if prefix else str(key), value, out)
     elif isinstance(node, list) and any(isinstance(v, (dict, list)) for v in node):
         for index, value in enumerate(node):
             if value:
