@@ -13,7 +13,8 @@ from accounts.models import ApiKey, CreditEntry, User, Wallet
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """A ledger or balance that administrators may look at but never add, change or delete."""
+    """Ledgers, balances and purchases: records of what happened, which administrators may look at
+    but never add, change or delete. Shared by the accounts and marketplace admins."""
 
     def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
         return False

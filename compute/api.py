@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import math
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from django.db.models import Count, Q, Sum
 from django.http import HttpResponse
@@ -15,7 +14,6 @@ from rest_framework.views import APIView
 
 from accounts.models import CREDIT_QUANTUM
 from compute import receipts, selectors, services
-from compute.engines import dp
 from compute.models import Job
 from config.exceptions import NotFound, ValidationFailed
 from marketplace import selectors as market
@@ -141,58 +139,28 @@ class JobEstimateApi(APIView):
         data = EstimateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        purchase = market.purchase_get(user=request.user, purchase_id=v["purchase"])
-        dataset = purchase.dataset
-        target = v.get("ci95_halfwidth")
-        if target is None and "epsilon" not in v:
-            raise ValidationFailed(
-                "Give epsilon, or ci95_halfwidth to find the epsilon it needs.",
-                fields={"epsilon": ["This field is required."]},
-            )
-        if target is not None and not (math.isfinite(target) and target > 0):
-            raise ValidationFailed(
-                "ci95_halfwidth: must be a finite number greater than 0.",
-                fields={"ci95_halfwidth": ["Must be greater than 0."]},
-            )
-        rows = v.get("rows")
-        query_raw = v["query"]
-        if (
-            rows is None
-            and dataset.row_count_public
-            and isinstance(query_raw, dict)
-            and not query_raw.get("filters")
-            and not query_raw.get("group_by")
-        ):
-            rows = dataset.row_count
-        epsilon = v.get("epsilon") or "1"
-        parsed, ctx, eps, dlt = services.prepare_query(
-            dataset=dataset, query=query_raw, epsilon=epsilon, delta=v.get("delta") or "0"
+        est = services.job_estimate(
+            user=request.user,
+            purchase_id=v["purchase"],
+            query=v["query"],
+            epsilon=v.get("epsilon"),
+            delta=v.get("delta") or "0",
+            ci95_halfwidth=v.get("ci95_halfwidth"),
+            rows=v.get("rows"),
         )
-        schema = ctx["schema"]
-        try:
-            if target is not None:
-                eps = Decimal(str(dp.epsilon_for_halfwidth(schema, parsed, target, float(dlt), rows=rows))).quantize(
-                    Decimal("0.000001"), rounding="ROUND_UP"
-                )
-            est = dp.estimate(schema, parsed, float(eps), float(dlt), rows=rows)
-        except dp.QueryError as exc:
-            raise ValidationFailed(
-                f"{exc.field}: {exc.message}", code="invalid_query", fields={exc.field: [exc.message]}
-            ) from None
-        remaining = purchase.epsilon - purchase.epsilon_used
         return Response(
             {
-                "epsilon": f"{eps:f}",
-                "delta": f"{dlt:f}",
-                "price": f"{(eps * dataset.price_per_epsilon).quantize(CREDIT_QUANTUM, rounding=ROUND_HALF_UP)}",
+                "epsilon": f"{est.epsilon:f}",
+                "delta": f"{est.delta:f}",
+                "price": f"{est.price}",
                 "noise_scale": est.noise_scale,
                 "ci95_halfwidth": est.ci95_halfwidth,
                 "exact": est.exact,
                 "mechanism": est.mechanism,
                 "note": est.note,
-                "rows_assumed": rows,
-                "epsilon_remaining": f"{remaining:f}",
-                "affordable": eps <= remaining,
+                "rows_assumed": est.rows_assumed,
+                "epsilon_remaining": f"{est.epsilon_remaining:f}",
+                "affordable": est.affordable,
             }
         )
 

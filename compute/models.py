@@ -37,7 +37,9 @@ class Job(models.Model):
     purchase = models.ForeignKey("marketplace.Purchase", on_delete=models.PROTECT, related_name="jobs")
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.QUERY)
     spec = models.JSONField(help_text="the validated query, in canonical form")
-    spec_hash = models.CharField(max_length=64, db_index=True, help_text="hash of spec, epsilon, delta and dataset version")
+    spec_hash = models.CharField(
+        max_length=64, db_index=True, help_text="hash of spec, epsilon, delta and dataset version"
+    )
     epsilon = models.DecimalField(max_digits=12, decimal_places=6)
     delta = models.DecimalField(max_digits=16, decimal_places=12, default=0)
     dataset_version = models.PositiveIntegerField()

@@ -19,10 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, ROUND_UP, Decimal
 from typing import Any
 
 from django.conf import settings
@@ -30,10 +32,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import CREDIT_QUANTUM, User
 from compute.engines import dp
 from compute.models import Job
 from config.exceptions import Conflict, NotFound, ValidationFailed
+from marketplace import selectors as market
 from marketplace.datafiles import dataset_columns, dataset_schema
 from marketplace.models import EPSILON_QUANTUM, Dataset, LedgerEntry, Purchase
 
@@ -228,14 +231,7 @@ def job_run(*, job_id: int) -> str:
         )
         if not done:
             return "skipped"  # cancelled or re-claimed meanwhile: nothing released, nothing charged
-        LedgerEntry.objects.create(
-            dataset=job.dataset,
-            purchase_id=job.purchase_id,
-            job_id=job.pk,
-            kind=LedgerEntry.Kind.COMMIT,
-            epsilon=job.epsilon,
-            delta=job.delta,
-        )
+        _ledger_row(job, LedgerEntry.Kind.COMMIT)
     logger.info("job %s released: epsilon %s charged to purchase %s", job_id, job.epsilon, job.purchase_id)
     return "released"
 
@@ -246,18 +242,23 @@ def _reason(exc: Exception) -> str:
     return "The computation failed on the server; your budget was refunded. Try again, or contact the administrator if it keeps failing."
 
 
+def _ledger_row(job: Job, kind: str) -> LedgerEntry:
+    """Append one privacy-ledger row for the whole of a job's epsilon and delta."""
+    return LedgerEntry.objects.create(
+        dataset_id=job.dataset_id,
+        purchase_id=job.purchase_id,
+        job_id=job.pk,
+        kind=kind,
+        epsilon=job.epsilon,
+        delta=job.delta,
+    )
+
+
 def _refund(job: Job) -> None:
     Purchase.objects.filter(pk=job.purchase_id).update(
         epsilon_used=F("epsilon_used") - job.epsilon, delta_used=F("delta_used") - job.delta
     )
-    LedgerEntry.objects.create(
-        dataset_id=job.dataset_id,
-        purchase_id=job.purchase_id,
-        job_id=job.pk,
-        kind=LedgerEntry.Kind.REFUND,
-        epsilon=job.epsilon,
-        delta=job.delta,
-    )
+    _ledger_row(job, LedgerEntry.Kind.REFUND)
 
 
 @transaction.atomic
@@ -315,3 +316,86 @@ def jobs_sweep() -> dict[str, int]:
         _enqueue(job.pk)
         counts["requeued"] += 1
     return counts
+
+
+@dataclass(frozen=True)
+class JobEstimate:
+    """What a job would cost and how accurate it would be; see :func:`job_estimate`."""
+
+    epsilon: Decimal
+    delta: Decimal
+    price: Decimal
+    noise_scale: float
+    ci95_halfwidth: float | None
+    exact: bool
+    mechanism: str
+    note: str
+    rows_assumed: int | None
+    epsilon_remaining: Decimal
+    affordable: bool
+
+
+def job_estimate(
+    *,
+    user: User,
+    purchase_id: Any,
+    query: Any,
+    epsilon: Any = None,
+    delta: Any = 0,
+    ci95_halfwidth: float | None = None,
+    rows: int | None = None,
+) -> JobEstimate:
+    """The accuracy and price of a job, from the declared bounds and the mechanism alone.
+
+    Writes nothing and reads no data, so it spends no budget: the API's estimate endpoint and the
+    dataset page's live estimate both call it. Give ``ci95_halfwidth`` instead of ``epsilon`` to
+    find the smallest epsilon that reaches that accuracy. ``rows`` defaults to the public row count
+    when the query covers the whole table.
+    """
+    purchase = market.purchase_get(user=user, purchase_id=purchase_id)
+    dataset = purchase.dataset
+    target = ci95_halfwidth
+    if target is None and epsilon in (None, ""):
+        raise ValidationFailed(
+            "Give epsilon, or ci95_halfwidth to find the epsilon it needs.",
+            fields={"epsilon": ["This field is required."]},
+        )
+    if target is not None and not (math.isfinite(target) and target > 0):
+        raise ValidationFailed(
+            "ci95_halfwidth: must be a finite number greater than 0.",
+            fields={"ci95_halfwidth": ["Must be greater than 0."]},
+        )
+    if (
+        rows is None
+        and dataset.row_count_public
+        and isinstance(query, dict)
+        and not query.get("filters")
+        and not query.get("group_by")
+    ):
+        rows = dataset.row_count
+    parsed, ctx, eps, dlt = prepare_query(
+        dataset=dataset, query=query, epsilon=epsilon if epsilon not in (None, "") else "1", delta=delta or "0"
+    )
+    schema = ctx["schema"]
+    try:
+        if target is not None:
+            eps = Decimal(str(dp.epsilon_for_halfwidth(schema, parsed, target, float(dlt), rows=rows))).quantize(
+                EPSILON_QUANTUM, rounding=ROUND_UP
+            )
+        est = dp.estimate(schema, parsed, float(eps), float(dlt), rows=rows)
+    except dp.QueryError as exc:
+        raise _query_error(exc) from None
+    remaining = purchase.epsilon - purchase.epsilon_used
+    return JobEstimate(
+        epsilon=eps,
+        delta=dlt,
+        price=(eps * dataset.price_per_epsilon).quantize(CREDIT_QUANTUM, rounding=ROUND_HALF_UP),
+        noise_scale=est.noise_scale,
+        ci95_halfwidth=est.ci95_halfwidth,
+        exact=est.exact,
+        mechanism=est.mechanism,
+        note=est.note,
+        rows_assumed=rows,
+        epsilon_remaining=remaining,
+        affordable=eps <= remaining,
+    )

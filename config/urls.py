@@ -9,6 +9,7 @@ urlpatterns = [
     path("api/v1/", include("config.api_urls")),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("marketplace.urls")),
+    path("", include("compute.urls")),
     path("accounts/", include("accounts.urls")),
 ]
 

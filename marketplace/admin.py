@@ -7,25 +7,13 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from accounts.admin import ReadOnlyAdmin
 from marketplace import services
 from marketplace.models import Column, Dataset, LedgerEntry, Purchase
 
 admin.site.site_header = "Cloakroom administration"
 admin.site.site_title = "Cloakroom administration"
 admin.site.index_title = "Catalogue, accounts and ledgers"
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows that record what happened (purchases, ledger entries): visible, never edited."""
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 class ColumnInline(admin.TabularInline):

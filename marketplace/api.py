@@ -75,10 +75,14 @@ class DatasetMetadataSerializer(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=20000)
     mode = serializers.ChoiceField(choices=Dataset.Mode.choices, default=Dataset.Mode.DP)
     epsilon_cap = serializers.DecimalField(max_digits=12, decimal_places=6, min_value=Decimal("0.000001"))
-    delta_cap = serializers.DecimalField(max_digits=16, decimal_places=12, min_value=Decimal("0"), max_value=Decimal("0.1"), default=Decimal("0"))
+    delta_cap = serializers.DecimalField(
+        max_digits=16, decimal_places=12, min_value=Decimal("0"), max_value=Decimal("0.1"), default=Decimal("0")
+    )
     price_per_epsilon = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0"))
     row_count_public = serializers.BooleanField(default=False)
-    clip_to_bounds = serializers.BooleanField(default=False, help_text="Clip out-of-bounds values instead of rejecting the file.")
+    clip_to_bounds = serializers.BooleanField(
+        default=False, help_text="Clip out-of-bounds values instead of rejecting the file."
+    )
     columns = ColumnInputSerializer(many=True, allow_empty=False, max_length=MAX_COLUMNS)
 
     def validate_columns(self, columns):
@@ -94,7 +98,10 @@ class DatasetMetadataSerializer(serializers.Serializer):
 def parse_metadata(raw) -> dict:
     """Parse the multipart ``metadata`` part: a JSON object validated by DatasetMetadataSerializer."""
     if raw is None or raw == "":
-        raise ValidationFailed("Send the dataset's metadata as a JSON string in the 'metadata' part.", fields={"metadata": ["This field is required."]})
+        raise ValidationFailed(
+            "Send the dataset's metadata as a JSON string in the 'metadata' part.",
+            fields={"metadata": ["This field is required."]},
+        )
     if hasattr(raw, "read"):
         raw = raw.read(1_000_000)
         try:
@@ -104,7 +111,9 @@ def parse_metadata(raw) -> dict:
     try:
         parsed = json.loads(raw, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(f"{c} is not allowed")))
     except (ValueError, TypeError) as exc:
-        raise ValidationFailed(f"metadata is not valid JSON: {exc}", code="invalid_json", fields={"metadata": [f"Not valid JSON: {exc}"]}) from None
+        raise ValidationFailed(
+            f"metadata is not valid JSON: {exc}", code="invalid_json", fields={"metadata": [f"Not valid JSON: {exc}"]}
+        ) from None
     if not isinstance(parsed, dict):
         raise ValidationFailed("metadata must be a JSON object.", fields={"metadata": ["Must be a JSON object."]})
     serializer = DatasetMetadataSerializer(data=parsed)
@@ -181,11 +190,16 @@ class DatasetListCreateApi(APIView):
             raise serializers.ValidationError(params.errors)
         cleaned = params.form.cleaned_data
         qs = selectors.dataset_list(
-            user=request.user, search=cleaned.get("search") or "", mode=cleaned.get("mode") or "", mine=bool(cleaned.get("mine"))
+            user=request.user,
+            search=cleaned.get("search") or "",
+            mode=cleaned.get("mode") or "",
+            mine=bool(cleaned.get("mine")),
         )
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(DatasetOutputSerializer(page, many=True, context={"user": request.user}).data)
+        return paginator.get_paginated_response(
+            DatasetOutputSerializer(page, many=True, context={"user": request.user}).data
+        )
 
     @extend_schema(
         request={
@@ -193,7 +207,9 @@ class DatasetListCreateApi(APIView):
                 "DatasetUpload",
                 {
                     "file": serializers.FileField(help_text="CSV (UTF-8, header row) or Parquet"),
-                    "metadata": serializers.CharField(help_text="JSON: title, description, mode, epsilon_cap, delta_cap, price_per_epsilon, row_count_public, clip_to_bounds, columns"),
+                    "metadata": serializers.CharField(
+                        help_text="JSON: title, description, mode, epsilon_cap, delta_cap, price_per_epsilon, row_count_public, clip_to_bounds, columns"
+                    ),
                 },
             )
         },

@@ -18,19 +18,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from compute.engines.dp import ColumnMeta
+
 PARQUET_MAGIC = b"PAR1"
 MAX_ROWS_LISTED = 5
 TRUE_WORDS = {"true", "t", "yes", "y", "1"}
 FALSE_WORDS = {"false", "f", "no", "n", "0"}
 
 
-@dataclass(frozen=True)
-class ColumnSpec:
-    name: str
-    kind: str  # numeric | categorical | boolean
-    lower: float | None = None
-    upper: float | None = None
-    categories: tuple[str, ...] = ()
+# One description of a declared column serves both the upload checks and the DP engine.
+ColumnSpec = ColumnMeta
 
 
 class UploadRejected(Exception):

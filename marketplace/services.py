@@ -143,7 +143,9 @@ def dataset_create(*, owner: User, data: DatasetInput, upload) -> Dataset:
         storage.delete_stored(path)
         raise
     dataset.ingest_report = {"ignored_columns": result.ignored_columns, "clipped": result.clipped}
-    logger.info("dataset %s created by %s: %d rows, %d columns", dataset.pk, owner.pk, result.row_count, len(data.columns))
+    logger.info(
+        "dataset %s created by %s: %d rows, %d columns", dataset.pk, owner.pk, result.row_count, len(data.columns)
+    )
     return dataset
 
 
@@ -196,9 +198,13 @@ def purchase_create(*, buyer: User, dataset_id: int, epsilon: Decimal) -> Purcha
         raise Forbidden("Only accounts with the buyer role can buy budget.", code="not_a_buyer")
     epsilon = Decimal(epsilon)
     if not epsilon.is_finite() or epsilon <= 0:
-        raise ValidationFailed("epsilon must be a finite number greater than 0.", fields={"epsilon": ["Must be greater than 0."]})
+        raise ValidationFailed(
+            "epsilon must be a finite number greater than 0.", fields={"epsilon": ["Must be greater than 0."]}
+        )
     if epsilon != epsilon.quantize(EPSILON_QUANTUM):
-        raise ValidationFailed("epsilon has at most 6 decimal places.", fields={"epsilon": ["At most 6 decimal places."]})
+        raise ValidationFailed(
+            "epsilon has at most 6 decimal places.", fields={"epsilon": ["At most 6 decimal places."]}
+        )
 
     try:
         dataset = Dataset.objects.select_related("owner").get(pk=dataset_id)
@@ -243,6 +249,12 @@ def purchase_create(*, buyer: User, dataset_id: int, epsilon: Decimal) -> Purcha
         for user, amount, kind in moves:
             if amount == 0:
                 continue
-            wallet_change(user=user, amount=amount, kind=kind, purchase=purchase, memo=f"ε {epsilon.normalize():f} of {dataset.title}"[:200])
+            wallet_change(
+                user=user,
+                amount=amount,
+                kind=kind,
+                purchase=purchase,
+                memo=f"ε {epsilon.normalize():f} of {dataset.title}"[:200],
+            )
     logger.info("purchase %s: user %s bought epsilon %s of dataset %s", purchase.pk, buyer.pk, epsilon, dataset.pk)
     return purchase

@@ -1,0 +1,30 @@
+"""Template tags for the query pages.
+
+The dataset page belongs to the marketplace app; the query form on it belongs here. The
+``query_section`` tag lets that page draw the form without the marketplace knowing about jobs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+
+from compute.views import query_context
+
+register = template.Library()
+
+
+@register.inclusion_tag("compute/_query_section.html", takes_context=True)
+def query_section(context: template.Context) -> dict[str, Any]:
+    """The query form for the current dataset, for a buyer holding a purchase of it.
+
+    A view that already validated the form (a submission with errors) puts it in the context as
+    ``query_panel``; otherwise a fresh form is built here.
+    """
+    request = context["request"]
+    dataset = context["dataset"]
+    query = context.get("query_panel")
+    if query is None:
+        query = query_context(user=request.user, dataset=dataset)
+    return {"query": query, "request": request, "csrf_token": context.get("csrf_token"), "user": request.user}

@@ -1,0 +1,16 @@
+"""Pages for DP query jobs. None of these routes serves a stored file."""
+
+from django.urls import path
+
+from compute import views
+
+urlpatterns = [
+    path("datasets/<int:dataset_id>/query/", views.job_submit, name="job-submit"),
+    path("datasets/<int:dataset_id>/query/form/", views.query_form_fragment, name="job-query-form"),
+    path("datasets/<int:dataset_id>/query/estimate/", views.estimate_fragment, name="job-estimate"),
+    path("jobs/", views.my_jobs, name="my-jobs"),
+    path("jobs/table/", views.my_jobs_table, name="my-jobs-table"),
+    path("jobs/<int:job_id>/", views.job_detail, name="job-detail"),
+    path("jobs/<int:job_id>/body/", views.job_body, name="job-body"),
+    path("jobs/<int:job_id>/cancel/", views.job_cancel, name="job-cancel"),
+]
