@@ -718,6 +718,12 @@ def run(
     p = plan(schema, query, epsilon, delta)
     n = len(next(iter(data.values()))) if data else 0
     mask = _mask(data, schema, query.filters, n)
+    # Missing values are dropped explicitly: a row with no value in a numeric column the query
+    # reads takes no part in the answer (a per-row rule, so neighbouring datasets stay neighbours).
+    # Uploads refuse missing values, so this only guards data that reached the engine otherwise.
+    for name in {query.column, *(f.column for f in query.filters)} - {None}:
+        if schema[name].kind == "numeric":
+            mask &= ~np.isnan(np.asarray(data[name], dtype=float))
     gidx, labels = _group_index(data, schema, query.group_by, n)
     gidx = np.where(mask, gidx, -1)
     n_groups = len(labels)

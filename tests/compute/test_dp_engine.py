@@ -294,3 +294,18 @@ def test_canonical_form_ignores_filter_order():
 def test_the_canonical_form_parses_back_to_the_same_query(raw):
     query = q(raw)
     assert dp.parse_query(query.canonical(), SCHEMA) == query
+
+
+def test_rows_missing_a_value_the_query_reads_are_dropped_not_propagated():
+    schema = {"x": dp.ColumnMeta("x", "numeric", 0.0, 10.0)}
+    data = {"x": np.array([1.0, np.nan, 3.0])}
+    total = dp.run(data, schema, dp.parse_query({"aggregate": "sum", "column": "x"}, schema), 1e7, random_state=1)
+    count = dp.run(
+        data,
+        schema,
+        dp.parse_query({"aggregate": "count", "filters": [{"column": "x", "op": "range", "low": 0}]}, schema),
+        1e7,
+        random_state=1,
+    )
+    assert total.groups[0].value == pytest.approx(4.0, abs=1e-3)
+    assert count.groups[0].value == 2
