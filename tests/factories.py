@@ -38,6 +38,7 @@ class DatasetFactory(factory.django.DjangoModelFactory):
 
     class Meta:
         model = Dataset
+        skip_postgeneration_save = True
 
     owner = factory.SubFactory(UserFactory, is_owner=True)
     title = factory.Sequence(lambda n: f"Dataset {n}")
