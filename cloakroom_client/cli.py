@@ -56,7 +56,110 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("epsilon", help="a decimal, e.g. 0.5")
 
     sub.add_parser("purchases", help="list your purchases and what is left of each")
+
+    he = sub.add_parser(
+        "he",
+        help="homomorphic-encryption mode: encrypt a CSV on this machine and publish only ciphertexts",
+        description="Homomorphic-encryption mode. The data is encrypted here; the server only ever sees "
+        "ciphertexts and a public context, and the secret key stays in your keystore.",
+    )
+    he_sub = he.add_subparsers(dest="he_command", required=True, metavar="HE_COMMAND")
+    p = he_sub.add_parser(
+        "encrypt",
+        help="encrypt a CSV into a bundle directory; the secret key goes to the local keystore",
+        description="Check a CSV against its declared schema, clip numeric columns to their bounds, expand "
+        "categorical columns into one indicator per category, and encrypt every column with CKKS into a "
+        "bundle directory (manifest.json, context.bin, c<column>.<chunk>.ct). The secret key is written "
+        "to the keystore, never into the bundle.",
+    )
+    p.add_argument("csv", help="the CSV file to encrypt")
+    p.add_argument(
+        "--schema",
+        required=True,
+        help="JSON file: the list of columns [{name, kind, lower, upper, categories}] (or metadata with 'columns')",
+    )
+    p.add_argument("--out", required=True, help="the bundle directory to create (must be new or empty)")
+    p.add_argument(
+        "--job-classes",
+        default="sum",
+        help="what buyers may compute: 'sum' (counts, sums, means; ~40 bytes per value) or 'sum,product' "
+        "(also variances, dot products, regression statistics; ~81 bytes per value). Default: sum",
+    )
+    p.add_argument(
+        "--keystore",
+        default=None,
+        help="folder for the secret key (default $CLOAKROOM_KEYSTORE or ~/.cloakroom/keys)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar on stderr")
+    p = he_sub.add_parser(
+        "publish",
+        help="create an HE dataset and upload a bundle to it (resumable, with a progress bar)",
+        description="Create an HE dataset from a metadata file and upload the bundle's context and "
+        "ciphertexts in chunks. The secret key is never uploaded.",
+    )
+    p.add_argument("bundle", help="a bundle directory written by `cloakroom he encrypt`")
+    p.add_argument(
+        "--metadata", required=True, help="JSON file: title, description, epsilon_cap, price_per_epsilon, ..."
+    )
+    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar on stderr")
     return parser
+
+
+def _he_encrypt(args: argparse.Namespace) -> int:
+    # Imported here so that the rest of the CLI works where TenSEAL is not installed.
+    from cloakroom_client import he
+
+    with open(args.schema, encoding="utf-8") as handle:
+        schema = json.load(handle)
+    try:
+        manifest = he.encrypt_csv(
+            args.csv,
+            schema,
+            args.out,
+            job_classes=args.job_classes,
+            keystore=args.keystore,
+            progress=not args.no_progress,
+        )
+    except he.HEError as exc:
+        # The problems are sentences naming the column and its first offending rows.
+        if len(exc.problems) == 1:
+            print(f"error: {exc.problems[0]}", file=sys.stderr)
+        else:
+            print("error: the file was refused:", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
+        return 1
+    stats = he.bundle_stats(manifest)
+    print(f"bundle id:       {manifest['bundle_id']}")
+    print(f"rows:            {manifest['rows']}")
+    print(f"columns:         {len(manifest['columns'])} ({', '.join(c['name'] for c in manifest['columns'])})")
+    print(
+        f"parameters:      CKKS N={manifest['poly_modulus_degree']} {manifest['coeff_mod_bit_sizes']} "
+        f"scale 2^{manifest['global_scale_bits']}, job classes {','.join(manifest['job_classes'])}"
+    )
+    print(
+        f"ciphertexts:     {stats['ciphertexts']} files, {stats['ciphertext_bytes']} bytes, "
+        f"{stats['bytes_per_slot']:.1f} bytes per value ({stats['bytes_per_value']:.1f} per row value with padding)"
+    )
+    print(f"public context:  {stats['context_bytes']} bytes ({args.out}/context.bin; no secret key, no Galois keys)")
+    print(f"secret key:      {he.secret_key_path(manifest['bundle_id'], args.keystore)} (mode 0600; keep it safe)")
+    return 0
+
+
+def _he_publish(args: argparse.Namespace, client: Client) -> int:
+    try:
+        from cloakroom_client.upload import publish_bundle
+    except ImportError:
+        print(
+            "error: this installation of cloakroom_client cannot publish bundles yet "
+            "(the module cloakroom_client.upload is missing); upgrade the client",
+            file=sys.stderr,
+        )
+        return 1
+    with open(args.metadata, encoding="utf-8") as handle:
+        metadata = json.load(handle)
+    _print(publish_bundle(client, args.bundle, metadata, progress=not args.no_progress))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
             _print(client.buy(args.dataset, args.epsilon))
         elif args.command == "purchases":
             _print(client.purchases())
+        elif args.command == "he" and args.he_command == "encrypt":
+            return _he_encrypt(args)
+        elif args.command == "he" and args.he_command == "publish":
+            return _he_publish(args, client)
     except CloakroomError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         for name, reasons in exc.fields.items():
@@ -92,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except json.JSONDecodeError as exc:
+        print(f"error: not valid JSON: {exc}", file=sys.stderr)
         return 1
     return 0
 
