@@ -1,4 +1,4 @@
-"""``Authorization: Bearer <key>`` authentication for API keys."""
+"""``Authorization: Bearer <key>`` authentication for API keys, and HTTP Basic made safe for junk."""
 
 from __future__ import annotations
 
@@ -27,3 +27,16 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request):
         return self.keyword
+
+
+class BasicAuthentication(authentication.BasicAuthentication):
+    """DRF's HTTP Basic, refusing credentials that no account can have before they reach the database.
+
+    A NUL byte in the user name would otherwise travel to PostgreSQL, which cannot compare text
+    holding one and raises; the caller would get a 500 instead of a 401.
+    """
+
+    def authenticate_credentials(self, userid, password, request=None):
+        if "\x00" in userid or "\x00" in password:
+            raise exceptions.AuthenticationFailed("Invalid username/password.")
+        return super().authenticate_credentials(userid, password, request)

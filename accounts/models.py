@@ -14,8 +14,23 @@ class AppendOnlyError(Exception):
     """Raised when code tries to edit or delete a ledger row."""
 
 
+class AppendOnlyQuerySet(models.QuerySet):
+    """Bulk writes bypass ``save()`` and ``delete()``, so they are refused here as well."""
+
+    def update(self, **kwargs):
+        raise AppendOnlyError(f"{self.model.__name__} rows are append-only")
+
+    def delete(self):
+        raise AppendOnlyError(f"{self.model.__name__} rows are append-only")
+
+    def bulk_update(self, objs, fields, batch_size=None):
+        raise AppendOnlyError(f"{self.model.__name__} rows are append-only")
+
+
 class AppendOnlyModel(models.Model):
     """Rows are written once and never changed or deleted; corrections are new rows."""
+
+    objects = AppendOnlyQuerySet.as_manager()
 
     class Meta:
         abstract = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from decimal import Decimal
 
@@ -18,6 +19,10 @@ from accounts.models import CREDIT_QUANTUM, ApiKey, CreditEntry, User, Wallet
 from config.exceptions import Conflict, NotFound, ValidationFailed
 
 API_KEY_PREFIX = "ck_"
+# The shape api_key_create produces: "ck_", 8 hex digits of public prefix, "_", the secret part.
+# Anything else is refused before it reaches the database, so junk in the header (a NUL byte,
+# which PostgreSQL cannot even compare) is a 401 and never a 500.
+API_KEY_PATTERN = re.compile(r"ck_([0-9a-f]{8})_[A-Za-z0-9_-]{20,100}")
 VALID_ROLES = ("owner", "buyer")
 
 
@@ -136,9 +141,10 @@ def api_key_revoke(*, user: User, key_id: int) -> ApiKey:
 
 def api_key_authenticate(*, key: str) -> User | None:
     """Return the active user behind ``key``, or None. Records the key's last use."""
-    if not key.startswith(API_KEY_PREFIX):
+    match = API_KEY_PATTERN.fullmatch(key)
+    if match is None:
         return None
-    prefix = key[len(API_KEY_PREFIX) :].split("_", 1)[0]
+    prefix = match.group(1)
     row = ApiKey.objects.select_related("user").filter(prefix=prefix, revoked_at__isnull=True).first()
     if row is None or not hmac.compare_digest(row.hashed_key, hash_api_key(key)):
         return None

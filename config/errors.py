@@ -89,6 +89,11 @@ _DRF_CODES = {
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, ServiceError):
         return Response(error_body(exc.code, exc.message, exc.fields, **exc.extra), status=exc.status_code)
+    if isinstance(exc, RecursionError):
+        # Python's JSON parser recurses once per nesting level, so "[[[[...]]]]" thousands deep
+        # raises RecursionError, which DRF's parser does not turn into a ParseError. Such a body
+        # is the client's fault, never a server error.
+        exc = exceptions.ParseError("The request body is nested too deeply to read.")
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("Not found.")
     elif isinstance(exc, DjangoPermissionDenied):

@@ -110,6 +110,10 @@ def parse_metadata(raw) -> dict:
             raise ValidationFailed("metadata is not UTF-8 JSON.", fields={"metadata": ["Not UTF-8 text."]}) from None
     try:
         parsed = json.loads(raw, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(f"{c} is not allowed")))
+    except RecursionError:
+        raise ValidationFailed(
+            "metadata is nested too deeply to read.", code="invalid_json", fields={"metadata": ["Nested too deeply."]}
+        ) from None
     except (ValueError, TypeError) as exc:
         raise ValidationFailed(
             f"metadata is not valid JSON: {exc}", code="invalid_json", fields={"metadata": [f"Not valid JSON: {exc}"]}

@@ -9,8 +9,10 @@ from the data.
 
 from __future__ import annotations
 
+import csv
 import io
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,10 +96,27 @@ def read_frame(data: bytes, file_format: str) -> pd.DataFrame:
     if not text.strip():
         raise UploadRejected(["The file is empty."], code="empty_file")
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
+        # index_col=False: when every data row has one field more than the header, pandas would
+        # otherwise take the first field as an unnamed index and shift every value one column to
+        # the left, silently storing ages as wards. Here the extra fields raise a ParserWarning,
+        # which is turned into a rejection below, so misaligned rows are never stored.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True, index_col=False
+            )
+    except pd.errors.ParserWarning:
+        raise UploadRejected(
+            ["The CSV file has rows with more fields than its header row; check the delimiters and quoting."],
+            code="unreadable_file",
+        ) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise UploadRejected([f"The CSV file could not be parsed: {exc}".strip()], code="unreadable_file") from None
     frame.columns = [str(c).strip() for c in frame.columns]
+    # pandas renames a repeated header ("age", "age" -> "age", "age.1"), which would silently
+    # keep the first of two columns; the header as written is kept so the check can refuse it.
+    header = next(csv.reader(io.StringIO(text)), [])
+    frame.attrs["header"] = [h.strip() for h in header]
     return frame
 
 
@@ -148,9 +167,10 @@ def check_against_schema(
 
     out: dict[str, pd.Series] = {}
     clipped: dict[str, int] = {}
+    header = frame.attrs.get("header") or list(frame.columns)
     for spec in specs:
         raw = frame[spec.name]
-        if isinstance(raw, pd.DataFrame):
+        if isinstance(raw, pd.DataFrame) or header.count(spec.name) > 1:
             problems.append(f"column '{spec.name}' appears more than once in the file")
             continue
         raw = raw.reset_index(drop=True)
@@ -159,6 +179,10 @@ def check_against_schema(
             problems.append(_describe(spec.name, "are missing", missing_mask, raw.astype(object).fillna("")))
             continue
         if spec.kind == "numeric":
+            if pd.api.types.is_datetime64_any_dtype(raw) or pd.api.types.is_timedelta64_dtype(raw):
+                # pandas would turn these into nanosecond counts, which are not the owner's numbers.
+                problems.append(f"column '{spec.name}': holds dates or durations, not numbers")
+                continue
             if pd.api.types.is_bool_dtype(raw):
                 values = raw.astype(float)
             else:

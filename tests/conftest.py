@@ -29,6 +29,14 @@ def private_storage(settings, tmp_path):
     return root
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hasher(settings):
+    """PBKDF2 at production strength costs ~300 ms a hash; tests hash many passwords and prove
+    nothing about the hash's strength, so they use a fast one. Real processes started by the
+    integration tests keep the production hasher."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def owner(db):
     return UserFactory(username="alice", is_owner=True)
