@@ -5,6 +5,7 @@ from accounts import api as accounts_api
 from compute import api as compute_api
 from config.health import HealthApi
 from marketplace import api as marketplace_api
+from marketplace import he_api
 
 urlpatterns = [
     path("auth/signup/", accounts_api.SignupApi.as_view(), name="api-signup"),
@@ -14,6 +15,14 @@ urlpatterns = [
     path("datasets/", marketplace_api.DatasetListCreateApi.as_view(), name="api-datasets"),
     path("datasets/<int:dataset_id>/", marketplace_api.DatasetDetailApi.as_view(), name="api-dataset"),
     path("datasets/<int:dataset_id>/publish/", marketplace_api.DatasetPublishApi.as_view(), name="api-dataset-publish"),
+    path("datasets/he/", he_api.HeDatasetCreateApi.as_view(), name="api-he-datasets"),
+    path("datasets/<int:dataset_id>/bundle/", he_api.BundleStateApi.as_view(), name="api-he-bundle"),
+    path(
+        "datasets/<int:dataset_id>/bundle/files/<str:name>", he_api.BundleFileApi.as_view(), name="api-he-bundle-file"
+    ),
+    path(
+        "datasets/<int:dataset_id>/bundle/complete/", he_api.BundleCompleteApi.as_view(), name="api-he-bundle-complete"
+    ),
     path("purchases/", marketplace_api.PurchaseListCreateApi.as_view(), name="api-purchases"),
     path("purchases/<int:purchase_id>/", marketplace_api.PurchaseDetailApi.as_view(), name="api-purchase"),
     path("purchases/<int:purchase_id>/ledger/", compute_api.PurchaseLedgerApi.as_view(), name="api-purchase-ledger"),

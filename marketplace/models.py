@@ -24,6 +24,18 @@ class Dataset(models.Model):
         PUBLISHED = "published", "published"
         SUSPENDED = "suspended", "suspended"
 
+    class BundleStatus(models.TextChoices):
+        # Blank for DP datasets, which have no bundle.
+        UPLOADING = "uploading", "uploading"
+        CHECKING = "checking", "checking"
+        READY = "ready", "ready"
+        REJECTED = "rejected", "rejected"
+
+    class KeyCustody(models.TextChoices):
+        # Blank for DP datasets. Escrow (the key encrypted to the keys queue) arrives later.
+        OWNER = "owner", "held by the owner"
+        ESCROW = "escrow", "escrowed"
+
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="datasets")
     slug = models.SlugField(max_length=120, unique=True)
     title = models.CharField(max_length=200)
@@ -48,6 +60,16 @@ class Dataset(models.Model):
     file_sha256 = models.CharField(max_length=64, blank=True, help_text="hash of the uploaded bytes")
     clip_to_bounds = models.BooleanField(default=False)
 
+    # The encrypted bundle (HE mode): a public TenSEAL context and CKKS ciphertexts made on the owner's
+    # machine, stored under he/<dataset id>/ in the private storage root (see marketplace/he.py).
+    bundle_id = models.CharField(max_length=32, blank=True, help_text="the bundle's id from its manifest (HE)")
+    # The manifest as checked and normalised by marketplace.he_check.validate_manifest; file names,
+    # sizes, hashes, CKKS parameters and the declared bounds. Never holds data or keys.
+    bundle_manifest = models.JSONField(default=dict, blank=True)
+    bundle_status = models.CharField(max_length=10, choices=BundleStatus.choices, blank=True, db_index=True)
+    bundle_error = models.TextField(blank=True, help_text="why the bundle was rejected, for the owner")
+    key_custody = models.CharField(max_length=10, choices=KeyCustody.choices, blank=True)
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     published_at = models.DateTimeField(null=True, blank=True)
@@ -55,6 +77,13 @@ class Dataset(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
+            # One live upload per bundle and owner, so a client that resumes finds its dataset again; a
+            # rejected bundle does not block a fresh attempt.
+            models.UniqueConstraint(
+                fields=["owner", "bundle_id"],
+                condition=~Q(bundle_id="") & ~Q(bundle_status="rejected"),
+                name="dataset_one_live_bundle_per_owner",
+            ),
             models.CheckConstraint(condition=Q(epsilon_cap__gt=0), name="dataset_epsilon_cap_positive"),
             models.CheckConstraint(condition=Q(delta_cap__gte=0) & Q(delta_cap__lt=1), name="dataset_delta_cap_range"),
             models.CheckConstraint(condition=Q(price_per_epsilon__gte=0), name="dataset_price_not_negative"),
@@ -86,6 +115,14 @@ class Column(models.Model):
     upper = models.FloatField(null=True, blank=True)
     categories = models.JSONField(default=list, blank=True)
     is_label = models.BooleanField(default=False)
+    # HE columns are encrypted numbers with declared bounds: a numeric column keeps its bounds, and each
+    # declared category of a categorical column becomes its own 0/1 column (kind numeric, bounds 0..1)
+    # named "<source>=<category>", with ``source`` and ``category`` saying where it came from. A boolean
+    # stays kind boolean with bounds 0..1. DP columns leave both blank.
+    source = models.CharField(max_length=100, blank=True, help_text="the owner's column this one encodes (HE)")
+    category = models.CharField(
+        max_length=200, null=True, blank=True, help_text="the category an HE indicator column is 1 for"
+    )
 
     class Meta:
         ordering = ["dataset", "position"]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
@@ -43,6 +44,28 @@ def _unique_slug(title: str) -> str:
         slug = f"{base}-{n}"
         n += 1
     return slug
+
+
+def create_with_unique_slug(*, title: str, **fields) -> Dataset:
+    """Create a Dataset row under a free slug derived from ``title``.
+
+    ``_unique_slug`` checks for a free slug and then the row is inserted; two uploads of the same
+    title at the same moment can both pick the same slug, and the loser's insert hits the unique
+    index. That clash is retried (inside a savepoint, so the caller's transaction stays usable)
+    with a fresh candidate, and after a few tries with a random suffix, so concurrent uploads
+    never turn into a server error.
+    """
+    for attempt in range(6):
+        slug = _unique_slug(title)
+        if attempt >= 3:
+            slug = f"{slug[:110]}-{secrets.token_hex(3)}"
+        try:
+            with transaction.atomic():
+                return Dataset.objects.create(slug=slug, title=title, **fields)
+        except IntegrityError as exc:
+            if "slug" not in str(exc):
+                raise
+    raise Conflict("Could not find a free address for this dataset; try again.", code="slug_collision")
 
 
 def _specs(columns: list[dict]) -> list[ColumnSpec]:
@@ -109,9 +132,8 @@ def dataset_create(*, owner: User, data: DatasetInput, upload) -> Dataset:
     path = storage.store_encrypted(result.to_parquet_bytes())
     try:
         with transaction.atomic():
-            dataset = Dataset.objects.create(
+            dataset = create_with_unique_slug(
                 owner=owner,
-                slug=_unique_slug(data.title),
                 title=data.title,
                 description=data.description,
                 mode=data.mode,
@@ -163,6 +185,13 @@ def dataset_publish(*, owner: User, dataset_id: int) -> Dataset:
         raise Conflict(
             "This dataset was suspended by an administrator and cannot be published again by its owner.",
             code="dataset_suspended",
+        )
+    if dataset.mode == Dataset.Mode.HE and dataset.bundle_status != Dataset.BundleStatus.READY:
+        # An HE dataset is only worth buying once its whole bundle has arrived and passed the check.
+        raise Conflict(
+            f"The encrypted bundle is not ready (it is {dataset.bundle_status or 'missing'}); "
+            "upload every file and complete it first.",
+            code="bundle_not_ready",
         )
     if dataset.status == Dataset.Status.DRAFT:
         Dataset.objects.filter(pk=dataset.pk, status=Dataset.Status.DRAFT).update(

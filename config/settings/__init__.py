@@ -130,6 +130,14 @@ MEDIA_ROOT = STORAGES["default"]["OPTIONS"]["location"]
 CLOAKROOM_MAX_UPLOAD_BYTES = env_int("CLOAKROOM_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# HE bundles: the largest single file (context or ciphertext) an owner may upload, in bytes.
+CLOAKROOM_MAX_BUNDLE_FILE_BYTES = env_int("CLOAKROOM_MAX_BUNDLE_FILE_BYTES", 64 * 1024 * 1024)
+# HE bundles: the largest whole bundle (all files its manifest declares together), in bytes.
+CLOAKROOM_MAX_BUNDLE_BYTES = env_int("CLOAKROOM_MAX_BUNDLE_BYTES", 2 * 1024 * 1024 * 1024)
+# HE bundles: seconds the checker subprocess may run (wall clock, and its CPU limit) before the bundle is rejected.
+CLOAKROOM_BUNDLE_CHECK_TIMEOUT = env_int("CLOAKROOM_BUNDLE_CHECK_TIMEOUT", 120)
+# HE bundles: the checker subprocess's address-space limit (RLIMIT_AS), in bytes.
+CLOAKROOM_BUNDLE_CHECK_MEMORY_BYTES = env_int("CLOAKROOM_BUNDLE_CHECK_MEMORY_BYTES", 3 * 1024 * 1024 * 1024)
 
 # Keys for encryption at rest (Fernet, comma-separated, newest first).
 CLOAKROOM_DATA_KEYS = env_list("CLOAKROOM_DATA_KEYS", [])
@@ -188,7 +196,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
+        "accounts.authentication.BasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
