@@ -204,35 +204,24 @@ def _delta(value) -> str:
     return f"{Decimal(value or 0).quantize(DELTA_QUANTUM):f}"
 
 
-def _sums(qs) -> dict[str, Decimal]:
-    # order_by() clears any ordering: ordered fields would join the GROUP BY and split the sums.
-    totals = {row["kind"]: row for row in qs.order_by().values("kind").annotate(e=Sum("epsilon"), d=Sum("delta"))}
-    out = {}
-    for kind in LedgerEntry.Kind.values:
-        out[f"epsilon_{kind}"] = (totals.get(kind) or {}).get("e") or Decimal(0)
-        out[f"delta_{kind}"] = (totals.get(kind) or {}).get("d") or Decimal(0)
-    return out
-
-
 class PurchaseLedgerApi(APIView):
     @extend_schema(responses=dict)
     def get(self, request, purchase_id: int):
         purchase = market.purchase_get(user=request.user, purchase_id=purchase_id)
         entries = purchase.ledger_entries.order_by("created_at", "id")
-        s = _sums(entries)
-        spent = s["epsilon_commit"]
-        held = s["epsilon_reserve"] - s["epsilon_commit"] - s["epsilon_refund"]
+        budget = market.purchase_budget(purchase)
+        s = budget.totals
         return Response(
             {
                 "purchase": purchase.pk,
                 "epsilon": _eps(purchase.epsilon),
-                "epsilon_reserved": _eps(s["epsilon_reserve"]),
-                "epsilon_committed": _eps(spent),
-                "epsilon_refunded": _eps(s["epsilon_refund"]),
-                "epsilon_held": _eps(held),
-                "epsilon_remaining": _eps(purchase.epsilon - spent - held),
+                "epsilon_reserved": _eps(s.epsilon[LedgerEntry.Kind.RESERVE]),
+                "epsilon_committed": _eps(budget.spent),
+                "epsilon_refunded": _eps(s.epsilon[LedgerEntry.Kind.REFUND]),
+                "epsilon_held": _eps(budget.held),
+                "epsilon_remaining": _eps(budget.remaining),
                 "delta": _delta(purchase.delta),
-                "delta_committed": _delta(s["delta_commit"]),
+                "delta_committed": _delta(s.delta[LedgerEntry.Kind.COMMIT]),
                 "entries": [
                     {
                         "id": e.pk,
@@ -257,7 +246,7 @@ class DatasetBudgetApi(APIView):
             dataset = Dataset.objects.get(pk=dataset_id, owner=request.user)
         except (Dataset.DoesNotExist, ValueError, TypeError):
             raise NotFound("No such dataset.") from None
-        s = _sums(LedgerEntry.objects.filter(dataset=dataset))
+        spent = market.ledger_totals(LedgerEntry.objects.filter(dataset=dataset)).epsilon_spent
         buyers = (
             Purchase.objects.filter(dataset=dataset)
             .values("buyer__username")
@@ -285,7 +274,7 @@ class DatasetBudgetApi(APIView):
                 "dataset": dataset.pk,
                 "epsilon_cap": _eps(dataset.epsilon_cap),
                 "epsilon_sold": _eps(dataset.epsilon_sold),
-                "epsilon_spent": _eps(s["epsilon_commit"]),
+                "epsilon_spent": _eps(spent),
                 "epsilon_unsold": _eps(dataset.epsilon_cap - dataset.epsilon_sold),
                 "by_buyer": [
                     {

@@ -258,11 +258,17 @@ class PurchaseOutputSerializer(serializers.Serializer):
     epsilon_remaining = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
 
+    def _budget(self, obj) -> selectors.PurchaseBudget:
+        # Both fields come from one ledger query per purchase.
+        if getattr(obj, "_ledger_budget", None) is None:
+            obj._ledger_budget = selectors.purchase_budget(obj)
+        return obj._ledger_budget
+
     def get_epsilon_spent(self, obj) -> str:
-        return f"{selectors.purchase_epsilon_spent(obj):.6f}"
+        return f"{self._budget(obj).spent:.6f}"
 
     def get_epsilon_remaining(self, obj) -> str:
-        return f"{selectors.purchase_epsilon_remaining(obj):.6f}"
+        return f"{self._budget(obj).remaining:.6f}"
 
 
 class PurchaseListCreateApi(APIView):

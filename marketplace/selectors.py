@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db.models import Q, QuerySet, Sum
@@ -46,20 +47,45 @@ def purchase_get(*, user: User, purchase_id) -> Purchase:
         raise NotFound("No such purchase.") from None
 
 
-def purchase_epsilon_spent(purchase: Purchase) -> Decimal:
-    """Epsilon committed on this purchase, from the ledger."""
-    total = purchase.ledger_entries.filter(kind=LedgerEntry.Kind.COMMIT).aggregate(s=Sum("epsilon"))["s"]
-    return total or Decimal("0")
+@dataclass(frozen=True)
+class LedgerTotals:
+    """Sums of privacy-ledger rows by kind. What is spent, held and left follows from them:
+    spent = committed; held = reserved - committed - refunded (jobs still open)."""
+
+    epsilon: dict[str, Decimal]
+    delta: dict[str, Decimal]
+
+    @property
+    def epsilon_spent(self) -> Decimal:
+        return self.epsilon[LedgerEntry.Kind.COMMIT]
+
+    @property
+    def epsilon_held(self) -> Decimal:
+        e = self.epsilon
+        return e[LedgerEntry.Kind.RESERVE] - e[LedgerEntry.Kind.COMMIT] - e[LedgerEntry.Kind.REFUND]
 
 
-def purchase_epsilon_held(purchase: Purchase) -> Decimal:
-    """Epsilon reserved by jobs that have neither committed nor refunded yet."""
-    sums = {row["kind"]: row["s"] for row in purchase.ledger_entries.values("kind").annotate(s=Sum("epsilon"))}
-    reserve = sums.get(LedgerEntry.Kind.RESERVE) or Decimal("0")
-    commit = sums.get(LedgerEntry.Kind.COMMIT) or Decimal("0")
-    refund = sums.get(LedgerEntry.Kind.REFUND) or Decimal("0")
-    return reserve - commit - refund
+def ledger_totals(entries: QuerySet[LedgerEntry]) -> LedgerTotals:
+    """Epsilon and delta summed by kind over ``entries``, in one query."""
+    # order_by() clears any ordering: ordered fields would join the GROUP BY and split the sums.
+    rows = {r["kind"]: r for r in entries.order_by().values("kind").annotate(e=Sum("epsilon"), d=Sum("delta"))}
+    kinds = LedgerEntry.Kind.values
+    return LedgerTotals(
+        epsilon={k: (rows.get(k) or {}).get("e") or Decimal(0) for k in kinds},
+        delta={k: (rows.get(k) or {}).get("d") or Decimal(0) for k in kinds},
+    )
 
 
-def purchase_epsilon_remaining(purchase: Purchase) -> Decimal:
-    return purchase.epsilon - purchase_epsilon_spent(purchase) - purchase_epsilon_held(purchase)
+@dataclass(frozen=True)
+class PurchaseBudget:
+    spent: Decimal
+    held: Decimal
+    remaining: Decimal
+    totals: LedgerTotals
+
+
+def purchase_budget(purchase: Purchase) -> PurchaseBudget:
+    """What a purchase has spent, holds for open jobs, and has left, all from its ledger."""
+    totals = ledger_totals(purchase.ledger_entries.all())
+    spent, held = totals.epsilon_spent, totals.epsilon_held
+    return PurchaseBudget(spent=spent, held=held, remaining=purchase.epsilon - spent - held, totals=totals)

@@ -216,12 +216,9 @@ def my_datasets(request: HttpRequest) -> HttpResponse:
 def my_purchases(request: HttpRequest) -> HttpResponse:
     page_obj = Paginator(selectors.purchase_list(user=request.user), LIST_PAGE_SIZE).get_page(request.GET.get("page"))
     rows = [
-        {
-            "purchase": purchase,
-            "spent": selectors.purchase_epsilon_spent(purchase),
-            "remaining": selectors.purchase_epsilon_remaining(purchase),
-        }
+        {"purchase": purchase, "spent": budget.spent, "remaining": budget.remaining}
         for purchase in page_obj.object_list
+        for budget in [selectors.purchase_budget(purchase)]
     ]
     return render(request, "marketplace/my_purchases.html", {"page_obj": page_obj, "rows": rows})
 
@@ -234,11 +231,12 @@ def purchase_detail(request: HttpRequest, purchase_id: int) -> HttpResponse:
         purchase = selectors.purchase_get(user=request.user, purchase_id=purchase_id)
     except NotFound:
         raise Http404("No such purchase.") from None
+    budget = selectors.purchase_budget(purchase)
     context = {
         "purchase": purchase,
-        "spent": selectors.purchase_epsilon_spent(purchase),
-        "held": selectors.purchase_epsilon_held(purchase),
-        "remaining": selectors.purchase_epsilon_remaining(purchase),
+        "spent": budget.spent,
+        "held": budget.held,
+        "remaining": budget.remaining,
         "ledger": purchase.ledger_entries.all(),
     }
     return render(request, "marketplace/purchase_detail.html", context)

@@ -10,6 +10,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from accounts.services import api_key_create
+from config.celery_app import app as celery_app
 from tests.factories import DatasetFactory, UserFactory
 
 PASSWORD = "correct horse battery 42"
@@ -86,3 +87,16 @@ def outsider_client(outsider):
 @pytest.fixture
 def dataset(owner):
     return DatasetFactory(owner=owner)
+
+
+@pytest.fixture
+def eager_tasks():
+    """Run Celery tasks in-process (unit tests only; integration tests use a real worker)."""
+    # Reading the setting first makes Celery load its configuration; a value set before that
+    # would be overwritten by the lazy load.
+    previous = celery_app.conf.task_always_eager
+    # The app reads Django settings under the CELERY_ namespace, so the key is namespaced too.
+    celery_app.conf.update(CELERY_TASK_ALWAYS_EAGER=True)
+    assert celery_app.conf.task_always_eager is True
+    yield
+    celery_app.conf.update(CELERY_TASK_ALWAYS_EAGER=previous)

@@ -86,17 +86,7 @@ def test_the_cli_lists_datasets_and_buys(people, tmp_path, capsys, live_server):
     assert "Not enough budget" in capsys.readouterr().err
 
 
-@pytest.fixture
-def eager_celery():
-    from config.celery_app import app
-
-    previous = app.conf.task_always_eager
-    app.conf.update(CELERY_TASK_ALWAYS_EAGER=True)
-    yield
-    app.conf.update(CELERY_TASK_ALWAYS_EAGER=previous)
-
-
-def test_a_buyer_estimates_submits_waits_and_reads_a_dataframe(people, tmp_path, eager_celery, capsys):
+def test_a_buyer_estimates_submits_waits_and_reads_a_dataframe(people, tmp_path, eager_tasks, capsys):
     owner, buyer = people
     csv = tmp_path / "visits.csv"
     csv.write_text("age,smoker\n" + "".join(f"{20 + i % 60},{'yes' if i % 3 else 'no'}\n" for i in range(300)))

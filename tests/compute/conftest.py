@@ -9,7 +9,6 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from config.celery_app import app as celery_app
 from tests.conftest import client_for
 
 SCHEMA_COLUMNS = [
@@ -34,19 +33,6 @@ def make_csv(n: int = 500, seed: int = 3) -> tuple[bytes, dict[str, np.ndarray]]
             f"{cols['age'][i]:.0f},{cols['income'][i]:.2f},{cols['region'][i]},{'true' if cols['member'][i] else 'false'}"
         )
     return ("\n".join(lines) + "\n").encode(), cols
-
-
-@pytest.fixture
-def eager_tasks():
-    """Run Celery tasks in-process (unit tests only; integration tests use a real worker)."""
-    # Reading the setting first makes Celery load its configuration; a value set before that
-    # would be overwritten by the lazy load.
-    previous = celery_app.conf.task_always_eager
-    # The app reads Django settings under the CELERY_ namespace, so the key is namespaced too.
-    celery_app.conf.update(CELERY_TASK_ALWAYS_EAGER=True)
-    assert celery_app.conf.task_always_eager is True
-    yield
-    celery_app.conf.update(CELERY_TASK_ALWAYS_EAGER=previous)
 
 
 @pytest.fixture
