@@ -24,7 +24,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import ROUND_HALF_UP, ROUND_UP, Decimal
+from decimal import ROUND_UP, Decimal
 from typing import Any
 
 from django.conf import settings
@@ -32,13 +32,14 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from accounts.models import CREDIT_QUANTUM, User
+from accounts.models import User
 from compute.engines import dp
 from compute.models import Job
 from config.exceptions import Conflict, NotFound, ValidationFailed
 from marketplace import selectors as market
 from marketplace.datafiles import dataset_columns, dataset_schema
 from marketplace.models import EPSILON_QUANTUM, Dataset, LedgerEntry, Purchase
+from marketplace.services import purchase_price
 
 logger = logging.getLogger(__name__)
 
@@ -389,7 +390,7 @@ def job_estimate(
     return JobEstimate(
         epsilon=eps,
         delta=dlt,
-        price=(eps * dataset.price_per_epsilon).quantize(CREDIT_QUANTUM, rounding=ROUND_HALF_UP),
+        price=purchase_price(dataset=dataset, epsilon=eps),
         noise_scale=est.noise_scale,
         ci95_halfwidth=est.ci95_halfwidth,
         exact=est.exact,
