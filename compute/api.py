@@ -33,18 +33,29 @@ class JobOutputSerializer(serializers.Serializer):
     reused = serializers.SerializerMethodField()
     result = serializers.SerializerMethodField()
     receipt = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
+    computed_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
 
     def get_reused(self, obj) -> bool:
         return bool(self.context.get("reused"))
 
+    def get_progress(self, obj) -> dict | None:
+        """HE jobs: ciphertext chunks aggregated so far, of all."""
+        if not obj.progress_total:
+            return None
+        return {"done": obj.progress_done, "total": obj.progress_total}
+
     def get_result(self, obj) -> dict | None:
         if obj.status != Job.Status.RELEASED:
             return None
         r = obj.result or {}
-        return {"aggregate": r.get("aggregate"), "groups": r.get("groups")}
+        out = {"aggregate": r.get("aggregate"), "groups": r.get("groups")}
+        if "regression" in r:
+            out["regression"] = r["regression"]
+        return out
 
     def get_receipt(self, obj) -> dict | None:
         return receipts.receipt(obj)
@@ -53,7 +64,9 @@ class JobOutputSerializer(serializers.Serializer):
 @extend_schema_serializer(component_name="JobInput")
 class JobInputSerializer(serializers.Serializer):
     purchase = serializers.IntegerField(min_value=1)
-    kind = serializers.ChoiceField(choices=["query"], default="query")
+    kind = serializers.ChoiceField(
+        choices=["query"], default="query", help_text="query: a DP query, or an HE aggregate on an HE dataset"
+    )
     query = serializers.JSONField()
     epsilon = serializers.CharField(max_length=40, required=False)
     delta = serializers.CharField(max_length=40, required=False, default="0")

@@ -20,7 +20,8 @@ class Job(models.Model):
     """
 
     class Kind(models.TextChoices):
-        QUERY = "query", "DP query"
+        # A query on a DP dataset runs on the dp queue; on an HE dataset, on the he queue.
+        QUERY = "query", "query"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "queued"
@@ -52,7 +53,12 @@ class Job(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # HE jobs: when the encrypted aggregate was stored and the job began to wait for the key holder.
+    computed_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Work done and to do (HE jobs: ciphertext chunks), for progress reports.
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -68,3 +74,28 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"job {self.pk} ({self.status})"
+
+
+class JobPart(models.Model):
+    """One share of an HE job's chunks, computed by whichever worker process takes it.
+
+    Parts belong to one claim of the job: when the sweeper re-queues a job, its new claim gets new
+    parts and the old ones are ignored. A part is done once (``done_at`` set by a conditional
+    UPDATE); the worker that completes the last part combines the partial aggregates.
+    """
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="parts")
+    claim = models.CharField(max_length=32)
+    index = models.PositiveIntegerField()
+    chunk_start = models.PositiveIntegerField()
+    chunk_end = models.PositiveIntegerField()
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job", "claim", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "claim", "index"], name="job_part_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} part {self.index} [{self.chunk_start}, {self.chunk_end})"

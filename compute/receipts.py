@@ -29,7 +29,7 @@ def receipt(job: Job) -> dict[str, Any] | None:
     if job.status != Job.Status.RELEASED or not job.result:
         return None
     r = job.result
-    return {
+    out = {
         "job": job.pk,
         "mode": r.get("mode", "dp"),
         "mechanism": r.get("mechanism"),
@@ -41,6 +41,10 @@ def receipt(job: Job) -> dict[str, Any] | None:
         "dataset_version": r.get("dataset_version", job.dataset_version),
         "released_at": r.get("released_at"),
     }
+    if r.get("mode") == "he":
+        # The CKKS parameters, and the precision lost to encryption (already inside the interval).
+        out["ckks"] = r.get("ckks")
+    return out
 
 
 def result_rows(job: Job) -> tuple[list[str], list[list[Any]]]:

@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from compute.engines import dp
+from compute.he_services import enqueue_he_job, he_jobs_sweep, prepare_he_query, remove_job_files
 from compute.models import Job
 from config.exceptions import Conflict, NotFound, ValidationFailed
 from marketplace import selectors as market
@@ -127,8 +128,12 @@ def job_submit(
             return earlier, False
     if dataset.status != Dataset.Status.PUBLISHED:
         raise Conflict("This dataset is not available for new jobs (it is suspended).", code="dataset_unavailable")
-    parsed, _, eps, dlt = prepare_query(dataset=dataset, query=query, epsilon=epsilon, delta=delta)
-    canonical = parsed.canonical()
+    if dataset.mode == Dataset.Mode.HE:
+        eps, dlt = _budget_numbers(epsilon, delta)
+        canonical = prepare_he_query(dataset=dataset, query=query, eps=eps, dlt=dlt).query
+    else:
+        parsed, _, eps, dlt = prepare_query(dataset=dataset, query=query, epsilon=epsilon, delta=delta)
+        canonical = parsed.canonical()
     spec_hash = _spec_hash(canonical, eps, dlt, dataset.version)
 
     repeat = (
@@ -172,7 +177,7 @@ def job_submit(
             LedgerEntry.objects.create(
                 dataset=dataset, purchase=purchase, job_id=job.pk, kind=LedgerEntry.Kind.RESERVE, epsilon=eps, delta=dlt
             )
-            transaction.on_commit(lambda: _enqueue(job.pk))
+            transaction.on_commit(lambda: _enqueue(job.pk, dataset.mode))
     except IntegrityError:
         # Two requests raced with the same Idempotency-Key: the other one won; answer with its job.
         earlier = Job.objects.filter(buyer=buyer, idempotency_key=idempotency_key).first()
@@ -183,7 +188,10 @@ def job_submit(
     return job, True
 
 
-def _enqueue(job_id: int) -> None:
+def _enqueue(job_id: int, mode: str = Dataset.Mode.DP) -> None:
+    if mode == Dataset.Mode.HE:
+        enqueue_he_job(job_id)
+        return
     from compute.tasks import run_dp_job
 
     run_dp_job.apply_async(args=[job_id], queue=settings.CLOAKROOM_DP_QUEUE)
@@ -285,6 +293,8 @@ def job_cancel(*, buyer: User, job_id: Any) -> Job:
         status=Job.Status.CANCELLED, finished_at=timezone.now(), error="Cancelled by the buyer."
     ):
         _refund(job)
+        if job.dataset.mode == Dataset.Mode.HE:
+            transaction.on_commit(lambda: remove_job_files(job))
     else:
         raise Conflict(
             f"The job is already {job.status}; only queued or running jobs can be cancelled.", code="job_finished"
@@ -302,7 +312,7 @@ def jobs_sweep() -> dict[str, int]:
     """
     lease = timezone.now() - timedelta(seconds=settings.CLOAKROOM_JOB_LEASE_SECONDS)
     counts = {"requeued": 0, "failed": 0}
-    stuck = Job.objects.filter(status=Job.Status.RUNNING, started_at__lt=lease)
+    stuck = Job.objects.filter(status=Job.Status.RUNNING, started_at__lt=lease).select_related("dataset")
     for job in stuck:
         if job.attempts >= settings.CLOAKROOM_JOB_MAX_ATTEMPTS:
             if job_fail(
@@ -311,11 +321,12 @@ def jobs_sweep() -> dict[str, int]:
             ):
                 counts["failed"] += 1
         else:
-            _enqueue(job.pk)
+            _enqueue(job.pk, job.dataset.mode)
             counts["requeued"] += 1
-    for job in Job.objects.filter(status=Job.Status.QUEUED, created_at__lt=lease):
-        _enqueue(job.pk)
+    for job in Job.objects.filter(status=Job.Status.QUEUED, created_at__lt=lease).select_related("dataset"):
+        _enqueue(job.pk, job.dataset.mode)
         counts["requeued"] += 1
+    counts["key_wait_expired"] = he_jobs_sweep()
     return counts
 
 
@@ -374,6 +385,8 @@ def job_estimate(
         and not query.get("group_by")
     ):
         rows = dataset.row_count
+    if dataset.mode == Dataset.Mode.HE:
+        return _he_estimate(purchase=purchase, query=query, epsilon=epsilon, delta=delta, target=target, rows=rows)
     parsed, ctx, eps, dlt = prepare_query(
         dataset=dataset, query=query, epsilon=epsilon if epsilon not in (None, "") else "1", delta=delta or "0"
     )
@@ -396,6 +409,68 @@ def job_estimate(
         exact=est.exact,
         mechanism=est.mechanism,
         note=est.note,
+        rows_assumed=rows,
+        epsilon_remaining=remaining,
+        affordable=eps <= remaining,
+    )
+
+
+def _he_halfwidth(plan, rows: int | None) -> float | None:
+    """The 95% half-width of an HE job's answer (noise plus the CKKS bound), where it can be stated."""
+    main = next(c for c in plan.components if c.name == plan.layout["main"])
+    kind = plan.layout["kind"]
+    if kind in ("sum", "counts", "regression"):
+        return main.noise.halfwidth() + main.ckks_error
+    if rows is None:
+        return None
+    parts = {c.name: c.noise for c in plan.components}
+    holder = dp.Plan(query=None, epsilon=plan.epsilon, delta=0.0, parts=parts)  # only .parts is read
+    radius = (plan.layout["upper"] - plan.layout["lower"]) / 2.0
+    if kind == "mean":
+        return dp.mean_halfwidth(holder, float(rows), 0.0)
+    return dp.variance_halfwidth(holder, float(rows), radius)
+
+
+def _he_estimate(
+    *, purchase: Purchase, query: Any, epsilon: Any, delta: Any, target: float | None, rows
+) -> JobEstimate:
+    from compute.he_services import prepare_he_query
+
+    dataset = purchase.dataset
+    eps, dlt = _budget_numbers(epsilon if epsilon not in (None, "") else "1", delta or "0")
+    plan = prepare_he_query(dataset=dataset, query=query, eps=eps, dlt=dlt)
+    if isinstance(query, dict) and query.get("filter"):
+        rows = None  # the filtered subset's size is private
+    if target is not None:
+        lo, hi = 1e-6, 1e6
+        if rows is None and plan.layout["kind"] in ("mean", "variance"):
+            raise ValidationFailed(
+                "ci95_halfwidth: the interval of a mean or variance depends on the row count, which is private "
+                "here; give epsilon instead.",
+                fields={"ci95_halfwidth": ["Needs a public row count; give epsilon instead."]},
+            )
+        for _ in range(80):
+            mid = math.sqrt(lo * hi)
+            width = _he_halfwidth(prepare_he_query(dataset=dataset, query=query, eps=Decimal(str(mid)), dlt=dlt), rows)
+            if width is not None and width <= target:
+                hi = mid
+            else:
+                lo = mid
+        eps = Decimal(str(hi)).quantize(EPSILON_QUANTUM, rounding=ROUND_UP)
+        plan = prepare_he_query(dataset=dataset, query=query, eps=eps, dlt=dlt)
+    remaining = purchase.epsilon - purchase.epsilon_used
+    halfwidth = _he_halfwidth(plan, rows)
+    return JobEstimate(
+        epsilon=eps,
+        delta=dlt,
+        price=purchase_price(dataset=dataset, epsilon=eps),
+        noise_scale=plan.noise_scale,
+        ci95_halfwidth=halfwidth,
+        exact=plan.layout["kind"] in ("sum", "counts", "regression"),
+        mechanism=plan.mechanism,
+        note="95% interval of the key holder's noise plus the CKKS error bound"
+        if halfwidth is not None
+        else "the interval depends on the row count, which this dataset keeps private",
         rows_assumed=rows,
         epsilon_remaining=remaining,
         affordable=eps <= remaining,

@@ -1,5 +1,6 @@
-"""Celery tasks of the compute app. Jobs arrive with the DP job issue; for now the worker answers
-a heartbeat so that the demo and the tests can see it is alive."""
+"""Celery tasks of the compute app: thin wrappers around the services. DP jobs run on the dp queue,
+HE jobs and their parts on the he queue, escrowed-key releases on the keys queue; a heartbeat task
+lets the demo and the tests see that a worker is alive."""
 
 from __future__ import annotations
 
@@ -34,3 +35,21 @@ def sweep_jobs() -> dict:
     from compute.services import jobs_sweep
 
     return jobs_sweep()
+
+
+@shared_task(name="compute.run_he_job", acks_late=True, reject_on_worker_lost=True)
+def run_he_job(job_id: int) -> str:
+    """Claim an HE job and queue its parts (queue ``he``). Safe to deliver twice, like run_dp_job."""
+    from compute.he_services import he_job_start
+
+    return he_job_start(job_id=job_id)
+
+
+@shared_task(name="compute.run_he_part", acks_late=True, reject_on_worker_lost=True)
+def run_he_part(job_id: int, claim: str, index: int) -> str:
+    """Aggregate one part of an HE job's ciphertexts under encryption (queue ``he``).
+
+    The TenSEAL context is loaded here, in the worker's child process, after the fork."""
+    from compute.he_services import he_part_run
+
+    return he_part_run(job_id=job_id, claim=claim, index=index)

@@ -3,6 +3,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from accounts import api as accounts_api
 from compute import api as compute_api
+from compute import he_api as compute_he_api
 from config.health import HealthApi
 from marketplace import api as marketplace_api
 from marketplace import he_api
@@ -32,6 +33,14 @@ urlpatterns = [
     path("jobs/<int:job_id>/", compute_api.JobDetailApi.as_view(), name="api-job"),
     path("jobs/<int:job_id>/cancel/", compute_api.JobCancelApi.as_view(), name="api-job-cancel"),
     path("jobs/<int:job_id>/download/", compute_api.JobDownloadApi.as_view(), name="api-job-download"),
+    path("he/jobs/awaiting/", compute_he_api.AwaitingJobsApi.as_view(), name="api-he-awaiting"),
+    path("he/jobs/<int:job_id>/", compute_he_api.HeJobPlanApi.as_view(), name="api-he-job"),
+    path(
+        "he/jobs/<int:job_id>/aggregates/<str:name>/",
+        compute_he_api.HeJobAggregateApi.as_view(),
+        name="api-he-job-aggregate",
+    ),
+    path("he/jobs/<int:job_id>/release/", compute_he_api.HeJobReleaseApi.as_view(), name="api-he-job-release"),
     path("health/", HealthApi.as_view(), name="api-health"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
 ]

@@ -23,15 +23,15 @@ corrects it; the bound states the residue either way.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
 import tenseal as ts
 
-AGGREGATES = ("sum", "sum_of_squares", "dot", "products")
-MULTIPLYING = ("sum_of_squares", "dot", "products")
+AGGREGATES = ("sum", "sum_of_squares", "dot", "products", "triple_products")
+MULTIPLYING = ("sum_of_squares", "dot", "products", "triple_products")
 
 # Measured with TenSEAL 0.3.18 (tests/he/test_engine.py checks it): a fresh ciphertext's error in
 # one slot has a standard deviation of 0.168 * N / scale, whatever the value's size, and the slots'
@@ -164,12 +164,15 @@ def ckks_error_bound(
     weight_bound: float = 0.0,
     lower_b: float | None = None,
     upper_b: float | None = None,
+    lower_c: float | None = None,
+    upper_c: float | None = None,
     scale_corrected: bool = True,
 ) -> float:
     """An absolute bound on the error CKKS adds to a decrypted aggregate, summed over its rows.
 
     ``aggregate`` is one of ``sum``, ``sum_of_squares``, ``dot`` (with ``|weights| <= weight_bound``)
-    or ``products`` (the second column in ``[lower_b, upper_b]``); values lie in ``[lower, upper]``
+    ``products`` (the second column in ``[lower_b, upper_b]``) or ``triple_products`` (a third in
+    ``[lower_c, upper_c]``, two multiplications); values lie in ``[lower, upper]``
     (clipped by the encoder). The answer the key holder gets differs from the plaintext truth by
     at most this bound, except with negligible probability (8 deviations of twice the measured
     noise).
@@ -193,8 +196,11 @@ def ckks_error_bound(
     scale = 2.0**global_scale_bits
     data_bits = list(coeff_mod_bit_sizes[:-1])  # the last prime is the key-switching one
     multiplies = aggregate in MULTIPLYING
-    if multiplies and len(data_bits) < 2:
-        raise ValueError(f"{aggregate} needs a multiplication, which these parameters have no level for")
+    depth = 2 if aggregate == "triple_products" else int(multiplies)
+    if len(data_bits) < depth + 1:
+        raise ValueError(
+            f"{aggregate} needs {depth} multiplication{'s' if depth > 1 else ''}, which these parameters have no level for"
+        )
 
     sigma = SAFETY * FRESH_NOISE_PER_DEGREE * poly_modulus_degree / scale
     sigma_plain = SAFETY * math.sqrt(poly_modulus_degree / 12) / scale
@@ -206,17 +212,26 @@ def ckks_error_bound(
     elif aggregate == "dot":
         per_term = weight_bound * sigma + bound_a * sigma_plain + sigma
         max_term = weight_bound * bound_a
-    else:
+    elif aggregate == "products":
         if lower_b is None or upper_b is None:
             raise ValueError("products need the second column's bounds lower_b and upper_b")
         bound_b = max(abs(lower_b), abs(upper_b))
         per_term = (bound_a + bound_b) * sigma + sigma**2 + sigma
         max_term = bound_a * bound_b
+    else:
+        if None in (lower_b, upper_b, lower_c, upper_c):
+            raise ValueError("triple products need the bounds of the second and third columns")
+        bound_b = max(abs(lower_b), abs(upper_b))
+        bound_c = max(abs(lower_c), abs(upper_c))
+        # (a b) c: each fresh error times the other two factors, the first rescale's noise times c,
+        # the second rescale's own; second-order terms are covered by one more sigma.
+        per_term = (bound_a * bound_b + bound_a * bound_c + bound_b * bound_c) * sigma + (bound_c + 2) * sigma
+        max_term = bound_a * bound_b * bound_c
 
     chunks = math.ceil(rows / slots)
     # A slot of the aggregate holds up to `chunks` terms; it must stay well inside the modulus of
-    # the level it ends at (one prime fewer after a rescale), with two bits to spare.
-    level_bits = sum(data_bits[:-1]) if multiplies else sum(data_bits)
+    # the level it ends at (one prime fewer per rescale), with two bits to spare.
+    level_bits = sum(data_bits[: len(data_bits) - depth])
     if chunks * max_term * scale >= 2.0 ** (level_bits - 2):
         raise ValueError(
             f"values up to {max_term:g} over {chunks} ciphertexts would overflow the ciphertext modulus; "
@@ -229,7 +244,7 @@ def ckks_error_bound(
     bound = Z * math.sqrt(terms) * per_term
     if multiplies and not scale_corrected:
         relative = nominal_scale_error(poly_modulus_degree, global_scale_bits, coeff_mod_bit_sizes)
-        bound += abs(relative) * rows * max_term
+        bound += abs((1 + relative) ** depth - 1) * rows * max_term
     # Adding the decrypted slots in float64 (math.fsum) is exact to half an ulp of the result.
     bound += 2.0**-52 * rows * max_term
     return bound
@@ -292,3 +307,79 @@ def _is_prime(n: int) -> bool:
         else:
             return False
     return True
+
+
+# -- several aggregates over a range of chunks (one part of a job) ---------------------------------
+
+
+def aggregate_part(
+    context: bytes | ts.Context,
+    chunk_indexes: Iterable[int],
+    read: Callable[[str, int], bytes],
+    specs: Sequence[tuple[str, tuple[str, ...], bool]],
+    *,
+    slots: int,
+    weights: np.ndarray | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> dict[str, bytes]:
+    """Every aggregate of a job over some of its chunks, reading each chunk's ciphertexts once.
+
+    ``specs`` lists ``(name, factors, weighted)``: the slot-wise sum over the chunks of the product
+    of the factor columns (one to three column names, a repeat meaning a square), times the
+    buyer's public weights when ``weighted`` (one factor only). ``read(column, chunk)`` returns a
+    ciphertext's bytes. The result maps each name to one serialized ciphertext whose slots still
+    need adding; results of disjoint chunk ranges combine with :func:`encrypted_sum`.
+
+    Terms are accumulated in place; products make new ciphertexts, never copies of the inputs, and
+    no shared input is ever an in-place operand (TenSEAL mod-switches operands in place).
+    A weighted chunk whose weights are all zero is skipped (a plaintext product with zero would
+    be a transparent ciphertext, which SEAL refuses); a part where every weight is zero yields an
+    encryption of zeros at the level of a product, so that it still adds to the other parts.
+    """
+    ctx = load_context(context)
+    totals: dict[str, ts.CKKSVector | None] = {name: None for name, _, _ in specs}
+    block = np.zeros(slots, dtype=float)
+    for chunk in chunk_indexes:
+        blocks: dict[str, list[float]] = {}
+        for name, _factors, weighted in specs:
+            if weighted:
+                part = weights[chunk * slots : (chunk + 1) * slots] if weights is not None else np.zeros(0)
+                if np.any(part):
+                    block[: len(part)] = part
+                    block[len(part) :] = 0.0
+                    blocks[name] = block.tolist()
+        needed = {c for name, factors, weighted in specs if not weighted or name in blocks for c in factors}
+        raw = {column: read(column, chunk) for column in sorted(needed)}
+        loaded = {column: _load(ctx, data, slots) for column, data in raw.items()}
+        for name, factors, weighted in specs:
+            if weighted:
+                if name not in blocks:
+                    continue
+                term = loaded[factors[0]] * blocks[name]
+            elif len(factors) == 1:
+                if totals[name] is None:
+                    totals[name] = _load(ctx, raw[factors[0]], slots)  # a fresh object to accumulate into
+                    continue
+                term = loaded[factors[0]]
+            else:
+                a, b = loaded[factors[0]], loaded[factors[1]]
+                term = a.square() if factors[0] == factors[1] else a * b
+                if len(factors) == 3:
+                    # TenSEAL brings the operand down to the product's level in place, so the third
+                    # factor is a fresh object rather than the vector other aggregates still read.
+                    term.mul_(_load(ctx, raw[factors[2]], slots))
+            if totals[name] is None:
+                totals[name] = term
+            else:
+                totals[name].add_(term)
+        if on_chunk is not None:
+            on_chunk(chunk)
+    out: dict[str, bytes] = {}
+    for name, _factors, weighted in specs:
+        total = totals[name]
+        if total is None:
+            if not weighted:
+                raise ValueError("no ciphertexts to aggregate")
+            total = ts.ckks_vector(ctx, [0.0] * slots) * ([1.0] * slots)
+        out[name] = total.serialize()
+    return out

@@ -187,6 +187,18 @@ CLOAKROOM_JOB_LEASE_SECONDS = env_int("CLOAKROOM_JOB_LEASE_SECONDS", 660)
 CLOAKROOM_JOB_MAX_ATTEMPTS = env_int("CLOAKROOM_JOB_MAX_ATTEMPTS", 3)
 # The queue DP jobs go to (workers consume it with -Q dp). Tests use a queue of their own.
 CLOAKROOM_DP_QUEUE = env_str("CLOAKROOM_DP_QUEUE", "dp")
+# The queue HE jobs and their parts go to (workers consume it with -Q he).
+CLOAKROOM_HE_QUEUE = env_str("CLOAKROOM_HE_QUEUE", "he")
+# The queue of the escrow worker, the only process that ever opens an escrowed secret key.
+CLOAKROOM_KEYS_QUEUE = env_str("CLOAKROOM_KEYS_QUEUE", "keys")
+# HE jobs are split into parts of this many ciphertext chunks per column; parts run in parallel
+# on whichever worker processes consume the he queue.
+CLOAKROOM_HE_PART_CHUNKS = env_int("CLOAKROOM_HE_PART_CHUNKS", 64)
+# HE dot products: the most weights a job may send, and the largest |weight|.
+CLOAKROOM_HE_MAX_WEIGHTS = env_int("CLOAKROOM_HE_MAX_WEIGHTS", 250_000)
+CLOAKROOM_HE_MAX_WEIGHT = float(env_decimal("CLOAKROOM_HE_MAX_WEIGHT", "1000"))
+# HE jobs wait this long for the owner's key agent before they fail and are refunded.
+CLOAKROOM_HE_KEY_WAIT_SECONDS = env_int("CLOAKROOM_HE_KEY_WAIT_SECONDS", 7 * 24 * 3600)
 # Fault injection for failure tests only: a worker sleeps this long after claiming a job, so a
 # test can kill it mid-job. Keep it 0 everywhere else.
 CLOAKROOM_FAULT_JOB_DELAY_SECONDS = env_int("CLOAKROOM_FAULT_JOB_DELAY_SECONDS", 0)

@@ -179,9 +179,9 @@ def test_the_sweeper_requeues_a_job_whose_worker_died_and_fails_it_after_the_las
     stale = timezone.now() - timedelta(seconds=settings.CLOAKROOM_JOB_LEASE_SECONDS + 5)
     Job.objects.filter(pk=job["id"]).update(status=Job.Status.RUNNING, started_at=stale, attempts=1, claim="dead")
     sent = []
-    services._enqueue, original = (lambda job_id: sent.append(job_id)), services._enqueue
+    services._enqueue, original = (lambda job_id, mode="dp": sent.append(job_id)), services._enqueue
     try:
-        assert services.jobs_sweep() == {"requeued": 1, "failed": 0}
+        assert services.jobs_sweep() == {"requeued": 1, "failed": 0, "key_wait_expired": 0}
         assert sent == [job["id"]]
         # A stale claim cannot release: the dead worker's token no longer matches once re-claimed.
         assert services.job_run(job_id=job["id"]) == "released"
@@ -190,7 +190,7 @@ def test_the_sweeper_requeues_a_job_whose_worker_died_and_fails_it_after_the_las
         Job.objects.filter(pk=second["id"]).update(
             status=Job.Status.RUNNING, started_at=stale, attempts=settings.CLOAKROOM_JOB_MAX_ATTEMPTS
         )
-        assert services.jobs_sweep() == {"requeued": 0, "failed": 1}
+        assert services.jobs_sweep() == {"requeued": 0, "failed": 1, "key_wait_expired": 0}
     finally:
         services._enqueue = original
     assert Job.objects.get(pk=second["id"]).status == "failed"

@@ -1,0 +1,303 @@
+"""HE jobs through the API with Celery run eagerly: submit, aggregate under encryption in parts, wait for the
+key, release from the key holder's noisy values, and the ledger that goes with it. The key holder's side
+is the real client code (decryption with the secret context from the keystore). Live processes are
+tested in tests/integration/test_he_end_to_end.py."""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cloakroom_client import he as client_he
+from compute.models import Job, JobPart
+from compute.services import jobs_sweep
+from marketplace.models import Dataset, LedgerEntry
+from tests.he.test_bundle_upload import complete, create, upload
+
+pytestmark = pytest.mark.django_db
+
+ROWS = 5000  # two ciphertexts per column at N=8192
+SCHEMA = [
+    {"name": "age", "kind": "numeric", "lower": 0, "upper": 100},
+    {"name": "bmi", "kind": "numeric", "lower": 10, "upper": 50},
+    {"name": "ward", "kind": "categorical", "categories": ["A", "B"]},
+]
+
+
+class EncryptedTable:
+    def __init__(self, folder: Path, manifest: dict, keystore: Path, frame: pd.DataFrame):
+        self.folder, self.manifest, self.keystore, self.frame = folder, manifest, keystore, frame
+
+    def file(self, name: str) -> Path:
+        return self.folder / name
+
+    def names(self) -> list[str]:
+        return [self.manifest["context"]["file"]] + [f["file"] for c in self.manifest["columns"] for f in c["files"]]
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    root = tmp_path_factory.mktemp("he_jobs_api")
+    rng = np.random.default_rng(5)
+    age = np.round(rng.uniform(0, 100, ROWS), 1)
+    frame = pd.DataFrame(
+        {
+            "age": age,
+            "bmi": np.round(np.clip(20 + 0.1 * age + rng.normal(0, 3, ROWS), 10, 50), 2),
+            "ward": rng.choice(["A", "B"], ROWS),
+        }
+    )
+    frame.to_csv(root / "t.csv", index=False)
+    manifest = client_he.encrypt_csv(
+        root / "t.csv", SCHEMA, root / "bundle", job_classes=("sum", "product"), keystore=root / "keys", progress=False
+    )
+    return EncryptedTable(root / "bundle", manifest, root / "keys", frame)
+
+
+@pytest.fixture
+def he_purchase(owner_client, buyer_client, table, private_storage):
+    created = create(owner_client, table, epsilon_cap="10", row_count_public=True)
+    assert created.status_code == 201, created.json()
+    dataset_id = created.json()["id"]
+    upload(owner_client, dataset_id, table)
+    assert complete(owner_client, dataset_id).status_code == 200
+    assert owner_client.post(f"/api/v1/datasets/{dataset_id}/publish/").status_code == 200
+    bought = buyer_client.post("/api/v1/purchases/", {"dataset": dataset_id, "epsilon": "5"}, format="json")
+    assert bought.status_code == 201, bought.json()
+    return bought.json()["id"]
+
+
+def submit(buyer_client, purchase_id, query, epsilon="1", capture=None, **extra):
+    body = {"purchase": purchase_id, "query": query, "epsilon": epsilon, **extra}
+    if capture is None:
+        return buyer_client.post("/api/v1/jobs/", body, format="json")
+    with capture(execute=True):
+        return buyer_client.post("/api/v1/jobs/", body, format="json")
+
+
+def key_holder_values(owner_client, plan: dict, table: EncryptedTable, rng) -> dict:
+    """What the key agent does (cloakroom_client's release code does the same): decrypt, noise."""
+    secret = client_he.load_secret_context(plan["bundle_id"], table.keystore)
+    sums = {}
+    for agg in plan["aggregates"]:
+        response = owner_client.get(agg["url"])
+        assert response.status_code == 200 and response["Content-Type"] == "application/octet-stream"
+        sums[agg["name"]] = client_he.decrypt_sum(secret, b"".join(response.streaming_content), agg["length"])
+    values = {}
+    for comp in plan["components"]:
+        value = comp["offset"] + sum(coef * sums[name] for name, coef in comp["terms"])
+        if comp["mechanism"] == "geometric":
+            p = math.exp(-comp["epsilon"] / comp["sensitivity"])
+            values[comp["name"]] = int(round(value)) + int(rng.geometric(1 - p) - rng.geometric(1 - p))
+        else:
+            values[comp["name"]] = value + float(rng.laplace(0, comp["scale"]))
+    return values
+
+
+def test_an_he_sum_is_computed_under_encryption_waits_for_the_key_and_is_released_once(
+    owner_client, buyer_client, he_purchase, table, eager_tasks, django_capture_on_commit_callbacks, private_storage
+):
+    response = submit(
+        buyer_client, he_purchase, {"aggregate": "sum", "column": "age"}, "0.5", django_capture_on_commit_callbacks
+    )
+    assert response.status_code == 202, response.json()
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.status == Job.Status.AWAITING_KEY and job.computed_at is not None
+    body = buyer_client.get(f"/api/v1/jobs/{job.pk}/").json()
+    assert body["status"] == "awaiting_key" and body["result"] is None and body["progress"] == {"done": 2, "total": 2}
+    # Reserved, not yet committed.
+    kinds = list(LedgerEntry.objects.filter(job_id=job.pk).values_list("kind", flat=True))
+    assert kinds == ["reserve"]
+
+    awaiting = owner_client.get("/api/v1/he/jobs/awaiting/").json()
+    assert awaiting["count"] == 1
+    plan = awaiting["results"][0]
+    assert plan["job"] == job.pk and plan["bundle_id"] == table.manifest["bundle_id"]
+    assert plan["components"] == [
+        {
+            "name": "sum",
+            "terms": [["a0", 1.0]],
+            "offset": 0.0,
+            "mechanism": "laplace",
+            "epsilon": 0.5,
+            "sensitivity": 100.0,
+            "scale": 200.0,
+        }
+    ]
+    # Only the owner sees the plan and the ciphertexts.
+    assert buyer_client.get("/api/v1/he/jobs/awaiting/").json()["count"] == 0
+    assert buyer_client.get(f"/api/v1/he/jobs/{job.pk}/").status_code == 404
+    assert buyer_client.get(plan["aggregates"][0]["url"]).status_code == 404
+    assert (
+        buyer_client.post(f"/api/v1/he/jobs/{job.pk}/release/", {"values": {"sum": 1}}, format="json").status_code
+        == 404
+    )
+
+    values = key_holder_values(owner_client, plan, table, np.random.default_rng(1))
+    released = owner_client.post(f"/api/v1/he/jobs/{job.pk}/release/", {"values": values}, format="json")
+    assert released.status_code == 200, released.json()
+    body = buyer_client.get(f"/api/v1/jobs/{job.pk}/").json()
+    assert body["status"] == "released"
+    group = body["result"]["groups"][0]
+    assert group["value"] == pytest.approx(values["sum"])
+    truth = table.frame["age"].sum()
+    low, high = group["ci95"]
+    assert high - low == pytest.approx(2 * (200 * math.log(20)), rel=1e-3)  # Laplace 95% plus a tiny CKKS bound
+    assert abs(group["value"] - truth) < 200 * math.log(1e6)  # within the noise's 1-in-a-million tail
+    receipt = body["receipt"]
+    assert receipt["mode"] == "he" and receipt["epsilon_charged"] == "0.500000"
+    assert receipt["ckks"]["poly_modulus_degree"] == 8192 and receipt["ckks"]["coeff_mod_bit_sizes"] == [60, 40, 40, 60]
+    assert 0 < receipt["ckks"]["error_bound"] < 1e-3
+    kinds = list(LedgerEntry.objects.filter(job_id=job.pk).values_list("kind", flat=True))
+    assert kinds == ["reserve", "commit"]
+    assert not any((private_storage / "he").rglob("jobs/*/*.ct"))  # the aggregates are gone once released
+
+    again = owner_client.post(f"/api/v1/he/jobs/{job.pk}/release/", {"values": values}, format="json")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "job_not_awaiting_key"
+    assert LedgerEntry.objects.filter(job_id=job.pk, kind="commit").count() == 1
+
+
+def test_parts_share_the_chunks_and_report_progress(
+    buyer_client, he_purchase, eager_tasks, django_capture_on_commit_callbacks, settings
+):
+    settings.CLOAKROOM_HE_PART_CHUNKS = 1
+    response = submit(
+        buyer_client, he_purchase, {"aggregate": "variance", "column": "bmi"}, "1", django_capture_on_commit_callbacks
+    )
+    job = Job.objects.get(pk=response.json()["id"])
+    parts = list(JobPart.objects.filter(job=job).values_list("chunk_start", "chunk_end"))
+    assert parts == [(0, 1), (1, 2)]
+    assert job.status == Job.Status.AWAITING_KEY and (job.progress_done, job.progress_total) == (2, 2)
+
+
+def test_mean_variance_dot_and_regression_are_released_near_the_truth(
+    owner_client, buyer_client, he_purchase, table, eager_tasks, django_capture_on_commit_callbacks
+):
+    frame = table.frame
+    age, bmi = frame["age"].to_numpy(), frame["bmi"].to_numpy()
+    weights = np.random.default_rng(3).uniform(0, 1, ROWS)
+    cases = [
+        ({"aggregate": "mean", "column": "bmi"}, bmi.mean()),
+        ({"aggregate": "variance", "column": "age"}, age.var()),
+        ({"aggregate": "dot", "column": "age", "weights": weights.round(3).tolist()}, float(weights.round(3) @ age)),
+        ({"aggregate": "count", "column": "ward", "category": "B"}, float((frame["ward"] == "B").sum())),
+    ]
+    rng = np.random.default_rng(2)
+    for query, truth in cases:
+        response = submit(buyer_client, he_purchase, query, "0.5", django_capture_on_commit_callbacks)
+        assert response.status_code == 202, response.json()
+        plan = owner_client.get(f"/api/v1/he/jobs/{response.json()['id']}/").json()
+        values = key_holder_values(owner_client, plan, table, rng)
+        released = owner_client.post(f"/api/v1/he/jobs/{plan['job']}/release/", {"values": values}, format="json")
+        assert released.status_code == 200, released.json()
+        value = released.json()["result"]["groups"][0]["value"]
+        low, high = released.json()["result"]["groups"][0]["ci95"]
+        # Each value within the width of its own 95% interval of the truth (the seed is fixed).
+        assert abs(value - truth) <= (high - low), (query["aggregate"], value, truth)
+
+    response = submit(
+        buyer_client,
+        he_purchase,
+        {"aggregate": "regression", "columns": ["age"], "target": "bmi"},
+        "2",
+        django_capture_on_commit_callbacks,
+    )
+    plan = owner_client.get(f"/api/v1/he/jobs/{response.json()['id']}/").json()
+    released = owner_client.post(
+        f"/api/v1/he/jobs/{plan['job']}/release/",
+        {"values": key_holder_values(owner_client, plan, table, rng)},
+        format="json",
+    ).json()
+    regression = released["result"]["regression"]
+    assert regression["columns"] == ["intercept", "age"] and regression["target"] == "bmi"
+    slope, intercept = np.polyfit(age, bmi, 1)
+    assert regression["coefficients"]["age"] == pytest.approx(slope, abs=0.05)
+    assert regression["coefficients"]["intercept"] == pytest.approx(intercept, abs=3)
+
+
+def test_the_key_holders_values_are_checked_and_a_bad_post_changes_nothing(
+    owner_client, buyer_client, he_purchase, eager_tasks, django_capture_on_commit_callbacks
+):
+    job_id = submit(
+        buyer_client, he_purchase, {"aggregate": "mean", "column": "age"}, "1", django_capture_on_commit_callbacks
+    ).json()["id"]
+    url = f"/api/v1/he/jobs/{job_id}/release/"
+    for values, field in (
+        ({"count": 10}, "values.sum"),
+        ({"count": 10, "sum": 2, "extra": 1}, "values.extra"),
+        ({"count": 10, "sum": "NaN"}, "values.sum"),
+        (None, "values"),
+    ):
+        response = owner_client.post(url, {"values": values}, format="json")
+        assert response.status_code == 400 and field in response.json()["error"]["fields"], response.json()
+    assert Job.objects.get(pk=job_id).status == Job.Status.AWAITING_KEY
+    assert LedgerEntry.objects.filter(job_id=job_id, kind="commit").count() == 0
+
+
+def test_a_waiting_job_can_be_cancelled_and_refunded(
+    owner_client, buyer_client, he_purchase, eager_tasks, django_capture_on_commit_callbacks, private_storage
+):
+    job_id = submit(
+        buyer_client, he_purchase, {"aggregate": "sum", "column": "bmi"}, "1", django_capture_on_commit_callbacks
+    ).json()["id"]
+    assert any((private_storage / "he").rglob(f"jobs/{job_id}/*.ct"))
+    with django_capture_on_commit_callbacks(execute=True):
+        cancelled = buyer_client.post(f"/api/v1/jobs/{job_id}/cancel/")
+    assert cancelled.json()["status"] == "cancelled"
+    assert not any((private_storage / "he").rglob(f"jobs/{job_id}/*.ct"))
+    assert owner_client.get(f"/api/v1/he/jobs/{job_id}/").status_code == 409
+    kinds = list(LedgerEntry.objects.filter(job_id=job_id).values_list("kind", flat=True))
+    assert kinds == ["reserve", "refund"]
+
+
+def test_a_job_the_key_holder_never_releases_fails_and_is_refunded(
+    buyer_client, he_purchase, eager_tasks, django_capture_on_commit_callbacks, settings
+):
+    job_id = submit(
+        buyer_client, he_purchase, {"aggregate": "sum", "column": "age"}, "1", django_capture_on_commit_callbacks
+    ).json()["id"]
+    settings.CLOAKROOM_HE_KEY_WAIT_SECONDS = 0
+    assert jobs_sweep()["key_wait_expired"] == 1
+    job = Job.objects.get(pk=job_id)
+    assert job.status == Job.Status.FAILED and "key holder" in job.error
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"query": {"aggregate": "median", "column": "age"}}, "query.aggregate"),
+        ({"query": {"aggregate": "sum", "column": "ward"}}, "query.column"),
+        ({"query": {"aggregate": "sum", "column": "age"}, "delta": "0.001"}, "delta"),
+        ({"query": {"aggregate": "dot", "column": "age", "weights": [5000]}}, "query.weights"),
+    ],
+)
+def test_bad_he_queries_get_a_400_naming_the_field_and_reserve_nothing(buyer_client, he_purchase, body, field):
+    response = buyer_client.post("/api/v1/jobs/", {"purchase": he_purchase, "epsilon": "1", **body}, format="json")
+    assert response.status_code == 400 and field in response.json()["error"]["fields"], response.json()
+    assert Job.objects.count() == 0 and LedgerEntry.objects.filter(kind="reserve").count() == 0
+
+
+def test_the_estimate_states_the_noise_and_the_ckks_error_before_spending(buyer_client, he_purchase):
+    response = buyer_client.post(
+        "/api/v1/jobs/estimate/",
+        {"purchase": he_purchase, "query": {"aggregate": "sum", "column": "age"}, "epsilon": "0.5"},
+        format="json",
+    )
+    assert response.status_code == 200, response.json()
+    est = response.json()
+    assert est["noise_scale"] == pytest.approx(200.0)
+    assert est["ci95_halfwidth"] == pytest.approx(200 * math.log(20), rel=1e-6)
+    assert est["price"] and est["affordable"] is True
+    target = buyer_client.post(
+        "/api/v1/jobs/estimate/",
+        {"purchase": he_purchase, "query": {"aggregate": "sum", "column": "age"}, "ci95_halfwidth": 100},
+        format="json",
+    ).json()
+    assert Decimal(target["epsilon"]) == pytest.approx(Decimal(100 * math.log(20) / 100), abs=Decimal("0.00001"))
+    assert target["ci95_halfwidth"] <= 100
+    assert Dataset.objects.get().epsilon_sold == Decimal("5")  # estimates spend nothing
