@@ -56,6 +56,14 @@ class Client:
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         url = path if path.startswith("http") else f"{self.url}/api/v1/{path.lstrip('/')}"
         response = self.session.request(method, url, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
+        self._raise_for_error(response)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    @staticmethod
+    def _raise_for_error(response: requests.Response) -> None:
+        """Raise the API's error (CloakroomError) for a 4xx/5xx response."""
         if response.status_code >= 400:
             try:
                 body = response.json()
@@ -67,13 +75,10 @@ class Client:
                     error.get("fields"),
                     body,
                 )
-            except ValueError:
+            except (ValueError, AttributeError):
                 raise CloakroomError(
                     response.status_code, "http_error", response.text[:200] or response.reason
                 ) from None
-        if response.status_code == 204 or not response.content:
-            return None
-        return response.json()
 
     def _pages(self, path: str, params: dict | None = None) -> Iterator[dict]:
         page = self._request("GET", path, params={k: v for k, v in (params or {}).items() if v is not None})
@@ -224,6 +229,38 @@ class Client:
                 raise TimeoutError(f"job {job_id} is still {current['status']} after {timeout:.0f}s")
             time.sleep(delay)
             delay = min(delay * 1.5, 5.0)
+
+    # -- HE jobs: the key holder's side -------------------------------------------------------------
+
+    def awaiting_jobs(self) -> list[dict]:
+        """The release plans of every HE job on the caller's datasets that waits for its key, oldest
+        first (all pages, read before any is released, so releasing cannot shift a page)."""
+        plans: list[dict] = []
+        seen: set = set()
+        for plan in self._pages("he/jobs/awaiting/"):
+            if plan.get("job") not in seen:
+                seen.add(plan.get("job"))
+                plans.append(plan)
+        return plans
+
+    def he_job(self, job_id: int) -> dict:
+        """The release plan of one HE job (409 ``job_not_awaiting_key`` when it waits for no key)."""
+        return self._request("GET", f"he/jobs/{int(job_id)}/")
+
+    def aggregate_bytes(self, job_id: int, name: str) -> bytes:
+        """The serialized ciphertext (TenSEAL ``CKKSVector`` bytes) of one encrypted aggregate of a job."""
+        from urllib.parse import quote
+
+        url = f"{self.url}/api/v1/he/jobs/{int(job_id)}/aggregates/{quote(str(name), safe='')}/"
+        response = self.session.get(
+            url, headers={"Accept": "application/octet-stream, application/json"}, timeout=self.timeout
+        )
+        self._raise_for_error(response)
+        return response.content
+
+    def release(self, job_id: int, values: dict) -> dict:
+        """Post the noisy component values of an HE job; returns the released job."""
+        return self._request("POST", f"he/jobs/{int(job_id)}/release/", json={"values": dict(values)})
 
     def result_frame(self, job: int | dict):
         """A released job's answer as a pandas DataFrame: one row per group (and bin or quantile),

@@ -31,6 +31,15 @@ def private_storage(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def var_dir(settings, tmp_path):
+    """Commands that write under var/ (seed_demo's keystore and agent key, demo_init) write here instead."""
+    folder = tmp_path / "var"
+    folder.mkdir()
+    settings.VAR_DIR = folder
+    return folder
+
+
+@pytest.fixture(autouse=True)
 def fast_password_hasher(settings):
     """PBKDF2 at production strength costs ~300 ms a hash; tests hash many passwords and prove
     nothing about the hash's strength, so they use a fast one. Real processes started by the

@@ -80,7 +80,7 @@ def test_seed_demo_prints_a_working_password_for_each_new_account():
 def test_seed_demo_publishes_both_datasets_with_the_row_counts_of_the_sklearn_tables():
     seed()
     owner = User.objects.get(username="demo-owner")
-    datasets = {d.title: d for d in Dataset.objects.filter(owner=owner)}
+    datasets = {d.title: d for d in Dataset.objects.filter(owner=owner, mode="dp")}
     assert set(datasets) == {spec.title for spec in DEMO_DATASETS}
     cancer = datasets["Breast cancer diagnostic (Wisconsin)"]
     diabetes = datasets["Diabetes progression"]
@@ -92,7 +92,10 @@ def test_seed_demo_publishes_both_datasets_with_the_row_counts_of_the_sklearn_ta
 
 def test_seed_demo_stores_the_demo_files_encrypted(private_storage):
     seed()
-    files = [p for p in Path(private_storage).rglob("*") if p.is_file()]
+    # The DP files; the HE bundle (under he/) is CKKS ciphertexts and is checked on its own below.
+    files = [
+        p for p in Path(private_storage).rglob("*") if p.is_file() and p.relative_to(private_storage).parts[0] != "he"
+    ]
     assert len(files) == 2
     for path in files:
         raw = path.read_bytes()
@@ -240,3 +243,27 @@ def test_two_demo_init_runs_make_different_secrets(settings, tmp_path):
     a, b = _read_env(tmp_path / "a" / "demo.env"), _read_env(tmp_path / "b" / "demo.env")
     assert a["SECRET_KEY"] != b["SECRET_KEY"]
     assert a["CLOAKROOM_DATA_KEYS"] != b["CLOAKROOM_DATA_KEYS"]
+
+
+def test_seed_demo_publishes_an_he_dataset_encrypted_with_the_owner_cli(private_storage, var_dir):
+    from marketplace.management.commands.seed_demo import AGENT_KEY_FILE_NAME, HE_DEMO_TITLE, KEYSTORE_DIR_NAME
+
+    seed()
+    dataset = Dataset.objects.get(title=HE_DEMO_TITLE)
+    assert dataset.mode == "he" and dataset.status == "published" and dataset.bundle_status == "ready"
+    assert dataset.row_count == 442 and dataset.bundle_manifest["job_classes"] == ["sum", "product"]
+    assert [c.name for c in dataset.columns.all()] == ["age", "sex=1", "sex=2", "bmi", "bp", "progression"]
+    # The secret key is in the owner's keystore, 0600; the platform's storage holds only the bundle.
+    key_file = var_dir / KEYSTORE_DIR_NAME / f"{dataset.bundle_id}.secret"
+    assert key_file.is_file() and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    stored = sorted(p.name for p in (private_storage / "he" / str(dataset.pk)).iterdir())
+    assert stored == sorted(["manifest.json", "context.bin", *(f"c{i:03d}.0000.ct" for i in range(6))])
+    # No plaintext copy of the table is left behind.
+    assert not list(var_dir.glob("he-demo-*")) and not list(var_dir.rglob("*.csv"))
+    agent_key = (var_dir / AGENT_KEY_FILE_NAME).read_text().strip()
+    assert stat.S_IMODE((var_dir / AGENT_KEY_FILE_NAME).stat().st_mode) == 0o600
+    assert ApiKey.objects.get(prefix=agent_key.split("_")[1]).user.username == "demo-owner"
+    # A second run reuses both.
+    seed()
+    assert Dataset.objects.filter(title=HE_DEMO_TITLE).count() == 1
+    assert (var_dir / AGENT_KEY_FILE_NAME).read_text().strip() == agent_key

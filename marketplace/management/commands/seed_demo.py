@@ -1,4 +1,4 @@
-"""Seed the demo: three accounts and two published datasets built from real data.
+"""Seed the demo: three accounts, two published DP datasets and one HE dataset built from real data.
 
 The data are two tables that scikit-learn ships inside its package (no download): the Wisconsin
 breast-cancer diagnostic table (569 tumours) and the diabetes progression table (442 patients).
@@ -9,6 +9,13 @@ Every bound and category below was written down by a person from what the column
 physiology, how the features are computed), never computed from the data with min/max: reading
 bounds off the data would leak the extremes of the table into every noisy answer's scale.
 
+The HE dataset is made the way an owner makes one: the owner CLI's ``encrypt_csv`` encrypts a copy
+of the diabetes table in a scratch folder (deleted afterwards) with the secret key going to the demo
+owner's keystore, ``var/owner-keys`` (standing in for the owner's own machine), and the bundle goes
+through the same upload, check and publish services as ``cloakroom he publish``. The demo's key agent
+(the ``keyagent`` process of the Procfile) holds that keystore and an API key of demo-owner, written
+once to ``var/demo-owner-agent.key`` (mode 0600).
+
 Running the command twice is safe: existing users keep their passwords and existing datasets are
 left as they are, so a second run creates nothing.
 """
@@ -16,22 +23,28 @@ left as they are, so a second run creates nothing.
 from __future__ import annotations
 
 import io
+import os
 import secrets
+import shutil
 import string
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 
 import pandas as pd
+from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from accounts.models import CreditEntry, User
 from accounts.selectors import wallet_balance
-from accounts.services import user_signup, wallet_change, wallet_create
+from accounts.services import api_key_create, user_signup, wallet_change, wallet_create
 from config.exceptions import ServiceError
-from marketplace import selectors
+from marketplace import he, selectors
+from marketplace.he_check import manifest_files
 from marketplace.models import Dataset
 from marketplace.services import DatasetInput, dataset_create, dataset_publish
 
@@ -171,8 +184,23 @@ def csv_upload(frame: pd.DataFrame, filename: str) -> SimpleUploadedFile:
     return SimpleUploadedFile(filename, buffer.getvalue().encode("utf-8"), content_type="text/csv")
 
 
+HE_DEMO_TITLE = "Diabetes progression (encrypted on the owner's machine)"
+HE_DEMO_COLUMNS: list[dict] = [c for c in DIABETES_COLUMNS if c["name"] in ("age", "sex", "bmi", "bp", "progression")]
+HE_DEMO_DESCRIPTION = (
+    "Five columns of the diabetes table, encrypted with CKKS by the owner before upload: the platform holds "
+    "ciphertexts and a public context only. Sums, means, variances, counts by sex, dot products and "
+    "regression statistics run under encryption; the owner's key agent decrypts each aggregate and adds "
+    "the noise before release."
+)
+KEYSTORE_DIR_NAME = "owner-keys"
+AGENT_KEY_FILE_NAME = "demo-owner-agent.key"
+
+
 class Command(BaseCommand):
-    help = "Create the demo accounts (demo-owner, demo-buyer, admin) and two published demo datasets. Safe to re-run."
+    help = (
+        "Create the demo accounts (demo-owner, demo-buyer, admin), two published DP datasets and one HE dataset. "
+        "Safe to re-run."
+    )
 
     def handle(self, *args, **options) -> None:
         created_passwords: list[tuple[str, str, str]] = []
@@ -188,6 +216,8 @@ class Command(BaseCommand):
         self._note(admin, password, "administrator (/admin/)", created_passwords, existing)
 
         datasets = [self._dataset(owner, spec) for spec in DEMO_DATASETS]
+        datasets.append(self._he_dataset(owner))
+        self._agent_key(owner)
         self._summary(created_passwords, existing, datasets, buyer)
 
     # Accounts -------------------------------------------------------------------------------
@@ -253,6 +283,68 @@ class Command(BaseCommand):
         if dataset.status == Dataset.Status.DRAFT:
             dataset = dataset_publish(owner=owner, dataset_id=dataset.pk)
         return dataset
+
+    def _he_dataset(self, owner: User) -> Dataset:
+        """Encrypt, upload, check and publish the HE demo dataset, unless it is there already."""
+        from cloakroom_client.he import encrypt_csv
+
+        dataset = Dataset.objects.filter(owner=owner, title=HE_DEMO_TITLE, mode=Dataset.Mode.HE).first()
+        if dataset is not None and dataset.bundle_status != Dataset.BundleStatus.READY:
+            raise CommandError(
+                f"The HE demo dataset #{dataset.pk} is {dataset.bundle_status}; run `make clean` and seed again."
+            )
+        if dataset is None:
+            var = Path(settings.VAR_DIR)
+            scratch = Path(tempfile.mkdtemp(prefix="he-demo-", dir=var))
+            try:
+                frame = diabetes_frame()[[c["name"] for c in HE_DEMO_COLUMNS]]
+                frame.to_csv(scratch / "diabetes.csv", index=False)
+                manifest = encrypt_csv(
+                    scratch / "diabetes.csv",
+                    HE_DEMO_COLUMNS,
+                    scratch / "bundle",
+                    job_classes=("sum", "product"),
+                    keystore=var / KEYSTORE_DIR_NAME,
+                    progress=False,
+                )
+                data = he.HeDatasetInput(
+                    title=HE_DEMO_TITLE,
+                    description=HE_DEMO_DESCRIPTION,
+                    epsilon_cap=Decimal("10"),
+                    delta_cap=Decimal("0"),
+                    price_per_epsilon=Decimal("10.00"),
+                    row_count_public=True,
+                )
+                dataset, _ = he.he_dataset_create(owner=owner, data=data, manifest=manifest)
+                for entry in manifest_files(manifest):
+                    with open(scratch / "bundle" / entry["file"], "rb") as stream:
+                        he.bundle_file_upload(
+                            owner=owner,
+                            dataset_id=dataset.pk,
+                            name=entry["file"],
+                            stream=stream,
+                            content_length=entry["bytes"],
+                        )
+                dataset = he.bundle_complete(owner=owner, dataset_id=dataset.pk)
+            except ServiceError as exc:
+                raise CommandError(f"The HE demo dataset was rejected: {exc}") from None
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)  # the plaintext copy and the bundle
+            self.stdout.write(f"Encrypted and uploaded {HE_DEMO_TITLE!r}: {dataset.row_count} rows.")
+        if dataset.status == Dataset.Status.DRAFT:
+            dataset = dataset_publish(owner=owner, dataset_id=dataset.pk)
+        return dataset
+
+    def _agent_key(self, owner: User) -> None:
+        """An API key for the demo key agent, written once to var/demo-owner-agent.key (0600)."""
+        path = Path(settings.VAR_DIR) / AGENT_KEY_FILE_NAME
+        if path.exists():
+            return
+        _, key = api_key_create(user=owner, name="demo key agent")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key + "\n")
+        self.stdout.write(f"Wrote the demo key agent's API key (demo-owner) to {path}.")
 
     # Output ---------------------------------------------------------------------------------
 

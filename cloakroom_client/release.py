@@ -1,0 +1,268 @@
+"""Release an HE job as its key holder: decrypt the aggregates, add the plan's noise, post the result.
+
+The server sends a PLAN (see the key-agent contract): the encrypted aggregates to decrypt, each with
+the number of slots to add, and the components to release, each an affine combination
+``offset + sum(coef * aggregate)`` with the noise mechanism, epsilon, sensitivity and scale that
+protect it. This module is the key holder's side, shared by the ``cloakroom key-agent`` command and
+any other key holder:
+
+* :func:`check_plan` refuses a plan that is malformed or asks for less noise than its own epsilon
+  and sensitivity imply, before anything is decrypted;
+* :func:`noisy_values` decrypts, combines and adds the noise; only the noisy values leave it;
+* :func:`release_job` does both with a :class:`~cloakroom_client.client.Client` and posts the values.
+
+The un-noised aggregates live only in local variables of :func:`noisy_values`: they are never
+returned, logged, stored or put into an exception message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from cloakroom_client import noise
+
+MECHANISMS = ("laplace", "geometric")
+# A plan may ask for more noise than epsilon and sensitivity imply, never less; the tolerance
+# absorbs the rounding of a scale computed and sent as a float.
+SCALE_TOLERANCE = 1e-9
+_BUNDLE_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class ReleaseError(Exception):
+    """The plan cannot be released as it is (nothing was posted)."""
+
+
+def _finite(value: Any) -> float | None:
+    """A finite float from a JSON number (or a decimal string), else None. Booleans are not numbers."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _positive(label: str, field: str, value: Any) -> float:
+    number = _finite(value)
+    if number is None or number <= 0.0:
+        raise ReleaseError(f"{label}: {field} must be a finite number > 0, got {value!r}")
+    return number
+
+
+def check_plan(plan: Any) -> None:
+    """Raise :class:`ReleaseError` naming the offending part if ``plan`` cannot be released safely.
+
+    Checks the job id, the bundle id, every aggregate (unique name, positive whole length) and every
+    component: unique name, terms that name aggregates of the plan with finite coefficients, a finite
+    offset, a known mechanism, finite positive epsilon, sensitivity and scale, and a scale no smaller
+    than ``sensitivity / epsilon`` (a plan asking for less noise than its own epsilon implies).
+    """
+    if not isinstance(plan, Mapping):
+        raise ReleaseError("the plan must be a JSON object")
+    job = plan.get("job")
+    if isinstance(job, bool) or not isinstance(job, int) or job <= 0:
+        raise ReleaseError(f"plan: 'job' must be a positive integer, got {job!r}")
+    bundle_id = plan.get("bundle_id")
+    if not isinstance(bundle_id, str) or not _BUNDLE_ID.match(bundle_id):
+        raise ReleaseError(f"plan of job {job}: 'bundle_id' must be 32 lowercase hex digits, got {bundle_id!r}")
+
+    aggregates = plan.get("aggregates")
+    if not isinstance(aggregates, list):
+        raise ReleaseError(f"plan of job {job}: 'aggregates' must be a list")
+    names: set[str] = set()
+    for i, aggregate in enumerate(aggregates):
+        if not isinstance(aggregate, Mapping):
+            raise ReleaseError(f"plan of job {job}: aggregate {i} must be an object")
+        name = aggregate.get("name")
+        if not isinstance(name, str) or not name:
+            raise ReleaseError(f"plan of job {job}: aggregate {i} needs a non-empty 'name'")
+        label = f"aggregate {name!r}"
+        if name in names:
+            raise ReleaseError(f"{label}: named twice in the plan")
+        names.add(name)
+        length = aggregate.get("length")
+        if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
+            raise ReleaseError(f"{label}: 'length' must be a positive integer, got {length!r}")
+
+    components = plan.get("components")
+    if not isinstance(components, list) or not components:
+        raise ReleaseError(f"plan of job {job}: 'components' must be a non-empty list")
+    seen: set[str] = set()
+    for i, component in enumerate(components):
+        if not isinstance(component, Mapping):
+            raise ReleaseError(f"plan of job {job}: component {i} must be an object")
+        name = component.get("name")
+        if not isinstance(name, str) or not name:
+            raise ReleaseError(f"plan of job {job}: component {i} needs a non-empty 'name'")
+        label = f"component {name!r}"
+        if name in seen:
+            raise ReleaseError(f"{label}: named twice in the plan")
+        seen.add(name)
+
+        terms = component.get("terms")
+        if not isinstance(terms, list):
+            raise ReleaseError(f"{label}: 'terms' must be a list of [aggregate, coefficient] pairs")
+        for j, term in enumerate(terms):
+            if not isinstance(term, list | tuple) or len(term) != 2:
+                raise ReleaseError(f"{label}: term {j} must be an [aggregate, coefficient] pair")
+            aggregate, coef = term
+            if not isinstance(aggregate, str) or aggregate not in names:
+                known = ", ".join(sorted(names)) or "none"
+                raise ReleaseError(
+                    f"{label}: term {j} names aggregate {aggregate!r}, which is not in the plan (aggregates: {known})"
+                )
+            if _finite(coef) is None:
+                raise ReleaseError(f"{label}: the coefficient of {aggregate!r} must be a finite number, got {coef!r}")
+        if _finite(component.get("offset", 0.0)) is None:
+            raise ReleaseError(f"{label}: 'offset' must be a finite number, got {component.get('offset')!r}")
+
+        mechanism = component.get("mechanism")
+        if mechanism not in MECHANISMS:
+            raise ReleaseError(f"{label}: unknown mechanism {mechanism!r}; expected one of {', '.join(MECHANISMS)}")
+        epsilon = _positive(label, "epsilon", component.get("epsilon"))
+        sensitivity = _positive(label, "sensitivity", component.get("sensitivity"))
+        scale = _positive(label, "scale", component.get("scale"))
+        if not math.isfinite(sensitivity / epsilon):
+            raise ReleaseError(f"{label}: sensitivity / epsilon is not finite")
+        if scale < sensitivity / epsilon * (1.0 - SCALE_TOLERANCE):
+            raise ReleaseError(
+                f"{label}: scale {scale:g} is below sensitivity / epsilon = {sensitivity:g} / {epsilon:g} "
+                f"= {sensitivity / epsilon:g}; the plan asks for less noise than its epsilon allows"
+            )
+
+
+def _generator(rng: np.random.Generator | int | None) -> np.random.Generator:
+    if rng is None:
+        return noise.default_rng()
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, int) and not isinstance(rng, bool):
+        return np.random.default_rng(rng)
+    raise TypeError("rng must be a numpy Generator, an integer seed or None")
+
+
+def noisy_values(
+    plan: Mapping[str, Any],
+    aggregate_bytes: Mapping[str, bytes] | Callable[[str], bytes],
+    secret_context: Any,
+    rng: np.random.Generator | int | None = None,
+) -> dict[str, float | int]:
+    """The noisy value of every component of ``plan``, by component name.
+
+    ``aggregate_bytes`` gives the serialized ciphertext of an aggregate by name (a mapping, or a
+    function such as one that downloads it); only aggregates some component uses are asked for.
+    ``secret_context`` is the bundle's TenSEAL context with its secret key. ``rng`` is a numpy
+    Generator or a seed (tests); by default a generator seeded from the OS CSPRNG.
+
+    Laplace components get ``value + Laplace(0, scale)`` (a float); geometric ones
+    ``round(value) + G`` (an int). Raises :class:`ReleaseError` for a plan :func:`check_plan`
+    refuses or an aggregate that cannot be decrypted; the message never carries a decrypted value.
+    """
+    from cloakroom_client.he import decrypt_sum  # TenSEAL is imported only when decrypting
+
+    check_plan(plan)
+    generator = _generator(rng)
+    fetch = aggregate_bytes.__getitem__ if isinstance(aggregate_bytes, Mapping) else aggregate_bytes
+    lengths = {a["name"]: a["length"] for a in plan["aggregates"]}
+    used = {term[0] for component in plan["components"] for term in component["terms"]}
+
+    decrypted: dict[str, float] = {}
+    try:
+        for name in (a["name"] for a in plan["aggregates"] if a["name"] in used):
+            try:
+                data = fetch(name)
+            except KeyError:
+                raise ReleaseError(f"aggregate {name!r}: no ciphertext was given for it") from None
+            try:
+                value = decrypt_sum(secret_context, data, lengths[name])
+            except Exception as exc:
+                # The error's text comes from TenSEAL/SEAL and holds no plaintext; it is not chained,
+                # so a traceback shows nothing of this frame's locals either.
+                raise ReleaseError(
+                    f"aggregate {name!r}: could not be decrypted with this key ({type(exc).__name__})"
+                ) from None
+            if not math.isfinite(value):
+                raise ReleaseError(f"aggregate {name!r}: decrypted to a non-finite number (wrong key?)")
+            decrypted[name] = value
+            del data
+
+        released: dict[str, float | int] = {}
+        for component in plan["components"]:
+            name = component["name"]
+            parts = [float(component.get("offset", 0.0))]
+            parts.extend(float(coef) * decrypted[aggregate] for aggregate, coef in component["terms"])
+            value = math.fsum(parts)
+            if not math.isfinite(value):
+                raise ReleaseError(f"component {name!r}: its value is not a finite number")
+            if component["mechanism"] == "laplace":
+                released[name] = float(value + noise.laplace(generator, float(component["scale"])))
+            else:
+                released[name] = int(round(value)) + noise.two_sided_geometric(
+                    generator, float(component["epsilon"]), float(component["sensitivity"])
+                )
+            del value, parts
+        return released
+    finally:
+        decrypted.clear()
+
+
+def plan_fingerprint(plan: Mapping[str, Any]) -> str:
+    """A digest of what a plan releases (job, bundle, aggregates and components), to tell whether a
+    retried release would draw noise for the same thing."""
+    essential = {k: plan.get(k) for k in ("job", "bundle_id", "aggregates", "components")}
+    text = json.dumps(essential, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Released(NamedTuple):
+    values: dict[str, float | int]  # the noisy component values that were posted
+    job: dict  # the server's answer: the job body, status "released"
+
+
+def release_job(
+    client: Any,
+    plan: Mapping[str, Any],
+    secret_context: Any,
+    rng: np.random.Generator | int | None = None,
+    *,
+    drawn: dict[int, tuple[str, dict[str, float | int]]] | None = None,
+) -> Released:
+    """Download the plan's aggregates with ``client``, compute the noisy values and post them.
+
+    ``drawn`` is an optional memory of values already drawn, by job id: when a post fails (a 500,
+    a timeout), retrying with the same memory posts the SAME noisy values again instead of drawing
+    new noise, so repeated attempts never hand out independent noisy copies of one answer. If the
+    plan of a job changed between attempts, the release is refused. An entry is dropped once the
+    server accepts the values.
+    """
+    check_plan(plan)
+    job_id = plan["job"]
+    fingerprint = plan_fingerprint(plan)
+    if drawn is not None and job_id in drawn:
+        previous, values = drawn[job_id]
+        if previous != fingerprint:
+            raise ReleaseError(
+                f"the plan of job {job_id} changed after noisy values were drawn for it; "
+                "refusing to draw new noise for the same job"
+            )
+    else:
+        values = noisy_values(plan, lambda name: client.aggregate_bytes(job_id, name), secret_context, rng)
+        if drawn is not None:
+            drawn[job_id] = (fingerprint, values)
+    answer = client.release(job_id, values)
+    if drawn is not None:
+        drawn.pop(job_id, None)
+    return Released(dict(values), answer)
