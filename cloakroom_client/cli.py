@@ -106,6 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar on stderr")
 
+    p = he_sub.add_parser(
+        "escrow",
+        help="escrow a dataset's secret key to the platform's escrow worker (releases then need no key agent)",
+        description="Seal the dataset's secret key from your keystore to the platform's key-encryption key "
+        "and upload the sealed blob. Only the platform's escrow worker (Celery queue 'keys') can open it; "
+        "it then decrypts, noises and releases the dataset's jobs itself. --revoke deletes the escrowed key.",
+    )
+    p.add_argument("dataset", type=int, help="the HE dataset's id")
+    p.add_argument("--keystore", default=None, help="folder holding the secret keys (default as for encrypt)")
+    p.add_argument("--revoke", action="store_true", help="delete the escrowed key instead")
+
     p = sub.add_parser(
         "key-agent",
         help="release your HE jobs: decrypt their aggregates with your key, add the noise, post the result",
@@ -197,6 +208,22 @@ def _he_publish(args: argparse.Namespace, client: Client) -> int:
     with open(args.metadata, encoding="utf-8") as handle:
         metadata = json.load(handle)
     _print(publish_bundle(client, args.bundle, metadata, progress=not args.no_progress))
+    return 0
+
+
+def _he_escrow(args: argparse.Namespace, client: Client) -> int:
+    if args.revoke:
+        _print(client.unescrow(args.dataset))
+        return 0
+    from cloakroom_client.he import HEError, load_secret_context
+
+    dataset = client._request("GET", f"datasets/{int(args.dataset)}/bundle/")  # the owner's view: bundle_id
+    try:
+        secret = load_secret_context(dataset["bundle_id"], args.keystore)
+    except (HEError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    _print(client.escrow(args.dataset, secret))
     return 0
 
 
@@ -473,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
             return _he_encrypt(args)
         elif args.command == "he" and args.he_command == "publish":
             return _he_publish(args, client)
+        elif args.command == "he" and args.he_command == "escrow":
+            return _he_escrow(args, client)
     except CloakroomError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         for name, reasons in exc.fields.items():

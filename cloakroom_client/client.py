@@ -262,6 +262,30 @@ class Client:
         """Post the noisy component values of an HE job; returns the released job."""
         return self._request("POST", f"he/jobs/{int(job_id)}/release/", json={"values": dict(values)})
 
+    def escrow_key(self) -> dict:
+        """The platform's public key-encryption key: ``{"algorithm", "public_key", "key_id"}``."""
+        return self._request("GET", "he/escrow-key/")
+
+    def escrow(self, dataset_id: int, secret_context, *, public_key: str | None = None) -> dict:
+        """Seal an HE dataset's secret context to the platform's escrow worker and upload it.
+
+        Only the sealed blob leaves this machine: the web server, the database and the media folder
+        cannot open it; the escrow worker (queue ``keys``) can, and releases jobs without a key agent.
+        """
+        from cloakroom_client.escrow import escrow_secret_bytes, seal
+
+        blob = seal(escrow_secret_bytes(secret_context), public_key or self.escrow_key()["public_key"])
+        return self._request(
+            "PUT",
+            f"datasets/{int(dataset_id)}/escrow/",
+            data=blob,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+
+    def unescrow(self, dataset_id: int) -> dict:
+        """Delete the escrowed key; releases wait for the owner's key agent again."""
+        return self._request("DELETE", f"datasets/{int(dataset_id)}/escrow/")
+
     def result_frame(self, job: int | dict):
         """A released job's answer as a pandas DataFrame: one row per group (and bin or quantile),
         with the 95% interval where the mechanism gives one."""

@@ -271,6 +271,52 @@ def enqueue_escrow_release(job_id: int) -> None:
     release_with_escrow.apply_async(args=[job_id], queue=settings.CLOAKROOM_KEYS_QUEUE)
 
 
+def enqueue_waiting_for_escrow(dataset: Dataset) -> None:
+    """After an owner escrows a key: hand the dataset's jobs already waiting to the escrow worker."""
+    for job_id in Job.objects.filter(dataset=dataset, status=Job.Status.AWAITING_KEY).values_list("pk", flat=True):
+        enqueue_escrow_release(job_id)
+
+
+def escrow_release(*, job_id: int) -> str:
+    """Release a job with the escrowed key. Runs only in the escrow worker (queue ``keys``).
+
+    The sealed key is opened with the KEK's private half from this process's settings, used to
+    decrypt the job's aggregates, noised by the same code as the owner's key agent, and released
+    through :func:`he_release`. The opened key and the decrypted values stay in local variables; the
+    log says which job was released, never a value or a key.
+    """
+    from cloakroom_client.escrow import EscrowError, unseal
+    from cloakroom_client.release import ReleaseError, noisy_values
+    from marketplace.he import escrow_path
+
+    try:
+        job = Job.objects.select_related("dataset").get(pk=job_id)
+    except Job.DoesNotExist:
+        return "skipped"
+    if job.status != Job.Status.AWAITING_KEY or job.dataset.key_custody != Dataset.KeyCustody.ESCROW:
+        return "skipped"
+    if not settings.CLOAKROOM_KEK_PRIVATE_KEY:
+        logger.error("job %s: no CLOAKROOM_KEK_PRIVATE_KEY in this worker; is it the escrow worker?", job_id)
+        return "no key-encryption key"
+    import tenseal as ts
+
+    try:
+        secret = ts.context_from(unseal(escrow_path(job.dataset).read_bytes(), settings.CLOAKROOM_KEK_PRIVATE_KEY))
+        plan = key_plan(job, aggregate_url=lambda _job, name: name)
+        values = noisy_values(plan, lambda name: aggregate_path(job, name).read_bytes(), secret)
+    except (OSError, EscrowError, ReleaseError, ValueError) as exc:
+        logger.error("job %s: the escrowed key could not release it: %s", job_id, type(exc).__name__)
+        return "failed"
+    finally:
+        secret = None
+    try:
+        he_release(job=job, values=values)
+    except Conflict:
+        return "skipped"
+    logger.info("job %s released with the escrowed key", job_id)
+    return "released"
+
+
 # -- the key holder's side of the API -------------------------------------------------------------
 
 

@@ -53,3 +53,11 @@ def run_he_part(job_id: int, claim: str, index: int) -> str:
     from compute.he_services import he_part_run
 
     return he_part_run(job_id=job_id, claim=claim, index=index)
+
+
+@shared_task(name="compute.release_with_escrow", acks_late=True, reject_on_worker_lost=True)
+def release_with_escrow(job_id: int) -> str:
+    """Release an HE job with its dataset's escrowed key (queue ``keys``: the escrow worker only)."""
+    from compute.he_services import escrow_release
+
+    return escrow_release(job_id=job_id)

@@ -122,8 +122,9 @@ def he_dataset_create(*, owner: User, data: HeDatasetInput, manifest: Any) -> tu
         raise Forbidden("Only accounts with the owner role can list datasets.", code="not_an_owner")
     if data.key_custody != Dataset.KeyCustody.OWNER:
         raise ValidationFailed(
-            "Only key_custody 'owner' is supported: the secret key stays on your machine.",
-            fields={"key_custody": ["Only 'owner' is supported."]},
+            "key_custody: a dataset starts with the key on your machine ('owner'); to escrow it, upload the "
+            "sealed key with PUT /api/v1/datasets/{id}/escrow/ once the bundle is ready (cloakroom he escrow).",
+            fields={"key_custody": ["Must be 'owner' at creation; escrow the key once the bundle is ready."]},
         )
     try:
         checked = validate_manifest(
@@ -436,3 +437,81 @@ def run_bundle_check(folder: Path) -> dict:
     if completed.returncode != 0 and ok:
         return {"ok": False, "errors": ["The checker failed while reading the bundle."]}
     return {"ok": ok, "errors": [str(e)[:1000] for e in errors]}
+
+
+# -- key escrow -------------------------------------------------------------------------------------
+
+ESCROW_FILE = "escrow.sealed"
+MAX_ESCROW_BYTES = 16 * 1024 * 1024
+
+
+def escrow_path(dataset: Dataset) -> Path:
+    return bundle_folder(dataset) / ESCROW_FILE
+
+
+def kek_public_key() -> str:
+    """The public half of the platform's key-encryption key, or a 409 when escrow is not set up."""
+    from cloakroom_client.escrow import public_from_private
+
+    if settings.CLOAKROOM_KEK_PUBLIC_KEY:
+        return settings.CLOAKROOM_KEK_PUBLIC_KEY
+    if settings.CLOAKROOM_KEK_PRIVATE_KEY:  # single-machine setups (the demo) configure only this
+        return public_from_private(settings.CLOAKROOM_KEK_PRIVATE_KEY)
+    raise Conflict(
+        "Key escrow is not set up on this server (no CLOAKROOM_KEK_PUBLIC_KEY); keep the key and run the key agent.",
+        code="escrow_unavailable",
+    )
+
+
+def escrow_store(*, owner: User, dataset_id: Any, blob: bytes) -> Dataset:
+    """Keep an owner's sealed secret key and hand the dataset's releases to the escrow worker.
+
+    The blob is checked by its header only (its KEK must be the platform's current one); nobody here
+    can open it. It is written atomically beside the bundle, and jobs already waiting for the key are
+    queued for the escrow worker.
+    """
+    import base64
+
+    from cloakroom_client.escrow import EscrowError, blob_key_id, key_id
+
+    dataset = he_dataset_get(owner=owner, dataset_id=dataset_id)
+    if dataset.bundle_status != Dataset.BundleStatus.READY:
+        raise Conflict("Escrow the key once the bundle is ready.", code="bundle_not_ready")
+    if len(blob) > MAX_ESCROW_BYTES:
+        raise ValidationFailed(
+            f"body: a sealed key is at most {MAX_ESCROW_BYTES} bytes.", fields={"body": ["Too large."]}
+        )
+    try:
+        sealed_to = blob_key_id(blob)
+    except EscrowError as exc:
+        raise ValidationFailed(f"body: {exc}.", fields={"body": [str(exc)]}) from None
+    if sealed_to != key_id(base64.b64decode(kek_public_key())):
+        raise ValidationFailed(
+            "body: the key is sealed to another key-encryption key; fetch GET /api/v1/he/escrow-key/ and seal again.",
+            fields={"body": ["Sealed to another key-encryption key."]},
+        )
+    path = escrow_path(dataset)
+    tmp = path.with_name(f".{ESCROW_FILE}.{uuid.uuid4().hex}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(blob)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    Dataset.objects.filter(pk=dataset.pk).update(key_custody=Dataset.KeyCustody.ESCROW)
+    dataset.refresh_from_db()
+    from compute.he_services import enqueue_waiting_for_escrow
+
+    transaction.on_commit(lambda: enqueue_waiting_for_escrow(dataset))
+    logger.info("dataset %s: secret key escrowed (sealed, %d bytes)", dataset.pk, len(blob))
+    return dataset
+
+
+def escrow_remove(*, owner: User, dataset_id: Any) -> Dataset:
+    """Take the key back: delete the sealed key; releases wait for the owner's key agent again."""
+    dataset = he_dataset_get(owner=owner, dataset_id=dataset_id)
+    escrow_path(dataset).unlink(missing_ok=True)
+    Dataset.objects.filter(pk=dataset.pk).update(key_custody=Dataset.KeyCustody.OWNER)
+    dataset.refresh_from_db()
+    return dataset

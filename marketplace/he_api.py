@@ -245,3 +245,42 @@ class BundleCompleteApi(APIView):
     def post(self, request, dataset_id: int):
         dataset = he.bundle_complete(owner=request.user, dataset_id=dataset_id)
         return Response(_body(dataset))
+
+
+class EscrowKeyApi(APIView):
+    """The platform's public key-encryption key, to seal an HE secret key to the escrow worker."""
+
+    @extend_schema(responses=dict)
+    def get(self, request):
+        import base64
+
+        from cloakroom_client.escrow import ALGORITHM, key_id
+
+        public = he.kek_public_key()
+        return Response(
+            {"algorithm": ALGORITHM, "public_key": public, "key_id": key_id(base64.b64decode(public)).hex()}
+        )
+
+
+class EscrowApi(APIView):
+    """PUT a sealed secret key (application/octet-stream) to escrow it; DELETE to take it back."""
+
+    @extend_schema(request={"application/octet-stream": OpenApiTypes.BINARY}, responses=HeDatasetOutputSerializer)
+    def put(self, request, dataset_id: int):
+        if request.content_type != "application/octet-stream":
+            raise ValidationFailed(
+                "Content-Type: send the sealed key as application/octet-stream.",
+                fields={"Content-Type": ["Must be application/octet-stream."]},
+            )
+        length = int(request.headers.get("Content-Length") or 0)
+        if length > he.MAX_ESCROW_BYTES:
+            raise ValidationFailed(
+                f"body: a sealed key is at most {he.MAX_ESCROW_BYTES} bytes.", fields={"body": ["Too large."]}
+            )
+        blob = request.read(he.MAX_ESCROW_BYTES + 1)
+        dataset = he.escrow_store(owner=request.user, dataset_id=dataset_id, blob=blob)
+        return Response(HeDatasetOutputSerializer(dataset).data)
+
+    @extend_schema(request=None, responses=HeDatasetOutputSerializer)
+    def delete(self, request, dataset_id: int):
+        return Response(HeDatasetOutputSerializer(he.escrow_remove(owner=request.user, dataset_id=dataset_id)).data)

@@ -216,7 +216,18 @@ def test_demo_init_writes_a_private_env_file_with_fresh_secrets(settings, tmp_pa
     path = tmp_path / "var" / "demo.env"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     values = _read_env(path)
-    assert set(values) == {"SECRET_KEY", "CLOAKROOM_DATA_KEYS", "DEBUG", "ALLOWED_HOSTS", "CLOAKROOM_SIGNUP_CREDITS"}
+    assert set(values) == {
+        "SECRET_KEY",
+        "CLOAKROOM_DATA_KEYS",
+        "DEBUG",
+        "ALLOWED_HOSTS",
+        "CLOAKROOM_SIGNUP_CREDITS",
+        "CLOAKROOM_KEK_PRIVATE_KEY",
+        "CLOAKROOM_KEK_PUBLIC_KEY",
+    }
+    from cloakroom_client.escrow import public_from_private
+
+    assert public_from_private(values["CLOAKROOM_KEK_PRIVATE_KEY"]) == values["CLOAKROOM_KEK_PUBLIC_KEY"]
     assert values["DEBUG"] == "false"
     assert values["ALLOWED_HOSTS"] == "localhost,127.0.0.1"
     assert values["CLOAKROOM_SIGNUP_CREDITS"] == "1000"

@@ -197,6 +197,11 @@ CLOAKROOM_HE_PART_CHUNKS = env_int("CLOAKROOM_HE_PART_CHUNKS", 64)
 # HE dot products: the most weights a job may send, and the largest |weight|.
 CLOAKROOM_HE_MAX_WEIGHTS = env_int("CLOAKROOM_HE_MAX_WEIGHTS", 250_000)
 CLOAKROOM_HE_MAX_WEIGHT = float(env_decimal("CLOAKROOM_HE_MAX_WEIGHT", "1000"))
+# Key escrow: the platform's key-encryption key, X25519, base64 of the 32 raw bytes. The PRIVATE half
+# belongs in the escrow worker's environment only (the worker consuming CLOAKROOM_KEYS_QUEUE); web and
+# other workers need only the PUBLIC half, which owners fetch to seal their keys. Unset: no escrow.
+CLOAKROOM_KEK_PRIVATE_KEY = env_str("CLOAKROOM_KEK_PRIVATE_KEY", "") or ""
+CLOAKROOM_KEK_PUBLIC_KEY = env_str("CLOAKROOM_KEK_PUBLIC_KEY", "") or ""
 # HE jobs wait this long for the owner's key agent before they fail and are refunded.
 CLOAKROOM_HE_KEY_WAIT_SECONDS = env_int("CLOAKROOM_HE_KEY_WAIT_SECONDS", 7 * 24 * 3600)
 # Fault injection for failure tests only: a worker sleeps this long after claiming a job, so a

@@ -203,3 +203,7 @@ def big_bundle(bundle_templates, tmp_path) -> Bundle:
 def product_bundle(bundle_templates, tmp_path) -> Bundle:
     """A valid bundle for sums and products: N=8192 [60, 40, 40, 60], scale 2^40."""
     return _copy(bundle_templates(300, ("sum", "product")), tmp_path / "owner")
+
+
+# Fixtures for the HE job tests (imported last: that module uses the helpers above).
+from tests.he.jobs_fixtures import he_purchase, table  # noqa: E402, F401

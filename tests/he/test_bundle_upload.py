@@ -320,7 +320,7 @@ def test_metadata_without_an_epsilon_cap_is_refused(owner_client, bundle):
     assert Dataset.objects.count() == 0
 
 
-def test_escrowed_keys_are_not_accepted_yet(owner_client, bundle):
+def test_a_new_he_dataset_starts_with_the_key_held_by_the_owner(owner_client, bundle):
     response = create(owner_client, bundle, key_custody="escrow")
     assert response.status_code == 400 and "key_custody" in response.json()["error"]["fields"]
     assert Dataset.objects.count() == 0

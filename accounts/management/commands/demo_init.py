@@ -23,6 +23,9 @@ def demo_env_text() -> str:
     """The demo's settings: new secrets plus the few values the demo wants. Nothing else is needed:
     with no DATABASE_URL the database is SQLite under var/, and with no broker URL the Celery broker
     is Kombu's filesystem transport under var/."""
+    from cloakroom_client.escrow import new_kek
+
+    private_kek, public_kek = new_kek()
     lines = [
         "# Written once by `python manage.py demo_init` for `make demo`; never overwritten.",
         "# It holds the demo's secrets: keep it private (mode 0600) and out of version control.",
@@ -32,6 +35,10 @@ def demo_env_text() -> str:
         "DEBUG=false",
         "ALLOWED_HOSTS=localhost,127.0.0.1",
         "CLOAKROOM_SIGNUP_CREDITS=1000",
+        # Key escrow for HE datasets. In production only the escrow worker (queue keys) gets the
+        # private half; the demo runs every process from this one file.
+        f"CLOAKROOM_KEK_PRIVATE_KEY={private_kek}",
+        f"CLOAKROOM_KEK_PUBLIC_KEY={public_kek}",
     ]
     return "\n".join(lines) + "\n"
 
