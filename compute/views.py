@@ -308,6 +308,8 @@ def _job_context(job: Job) -> dict[str, Any]:
     receipt = receipts.receipt(job)
     if receipt:
         receipt["noise_scale_text"] = presentation.fmt(receipt.get("noise_scale"))
+        if receipt.get("ckks"):
+            receipt["ckks_error_text"] = presentation.fmt(receipt["ckks"].get("error_bound"))
         receipt["free_repeat"] = job.reused_from_id is not None
         receipt["released_at_time"] = parse_datetime(receipt.get("released_at") or "")
     return {

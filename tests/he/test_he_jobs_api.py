@@ -241,3 +241,22 @@ def test_the_estimate_states_the_noise_and_the_ckks_error_before_spending(buyer_
     assert Decimal(target["epsilon"]) == pytest.approx(Decimal(100 * math.log(20) / 100), abs=Decimal("0.00001"))
     assert target["ci95_halfwidth"] <= 100
     assert Dataset.objects.get().epsilon_sold == Decimal("5")  # estimates spend nothing
+
+
+def test_the_job_page_says_the_job_waits_for_the_key_then_shows_the_ckks_receipt(
+    client, buyer, owner_client, buyer_client, he_purchase, table, eager_tasks, django_capture_on_commit_callbacks
+):
+    job_id = submit(
+        buyer_client, he_purchase, {"aggregate": "sum", "column": "age"}, "1", django_capture_on_commit_callbacks
+    ).json()["id"]
+    client.force_login(buyer)
+    page = client.get(f"/jobs/{job_id}/").content.decode()
+    assert "awaiting key" in page and "waiting for the data owner's key holder" in page
+    assert "every 2s" in page  # it keeps polling while it waits
+
+    plan = owner_client.get(f"/api/v1/he/jobs/{job_id}/").json()
+    values = key_holder_values(owner_client, plan, table, np.random.default_rng(9))
+    owner_client.post(f"/api/v1/he/jobs/{job_id}/release/", {"values": values}, format="json")
+    page = client.get(f"/jobs/{job_id}/body/").content.decode()
+    assert "homomorphic encryption (CKKS)" in page and "N = 8192" in page and "60, 40, 40, 60 bits" in page
+    assert "Precision lost to encryption" in page and "hx-trigger" not in page
