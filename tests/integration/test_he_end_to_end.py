@@ -26,9 +26,10 @@ import pytest
 import requests
 from cryptography.fernet import Fernet
 
-from cloakroom_client import Client
+from cloakroom_client import Client, CloakroomError
 from cloakroom_client import he as client_he
-from tests.he.conftest import secret_markers
+from cloakroom_client.upload import publish_bundle
+from tests.he.conftest import build_bundle, public_bytes, reseal, secret_markers
 from tests.integration.live import (
     REPO_ROOT,
     ProcessPool,
@@ -93,6 +94,8 @@ def stack(tmp_path_factory):
         CLOAKROOM_KEYS_QUEUE=f"keys-{tag}",
         CLOAKROOM_DP_QUEUE=f"dp-{tag}",
         CLOAKROOM_HE_PART_CHUNKS="1",
+        # Small enough that a padded ciphertext goes over it, large enough for a real N=8192 context.
+        CLOAKROOM_MAX_BUNDLE_FILE_BYTES=str(3 * 1024 * 1024),
     )
     result = run_manage(["migrate", "--noinput"], env)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -349,3 +352,90 @@ def test_owner_cli_buyer_sdk_workers_and_key_agent_release_noisy_values_and_leak
         for number in _numbers(data.decode("latin-1")):
             for truth in exact:
                 assert abs(number - truth) > close, f"un-noised {truth} in {where}"
+    # The agent was stopped on purpose; the pool's other waits check that no process has exited.
+    pool.processes.remove(agent)
+
+
+def _truncate(bundle) -> None:
+    path = bundle.file("c000.0000.ct")
+    path.write_bytes(path.read_bytes()[:20000])
+    reseal(bundle)
+
+
+def _random_bytes(bundle) -> None:
+    path = bundle.file("c000.0000.ct")
+    path.write_bytes(os.urandom(path.stat().st_size))
+    reseal(bundle)
+
+
+def _secret_context(bundle) -> None:
+    bundle.file("context.bin").write_bytes(bundle.secret_context)
+    reseal(bundle)
+
+
+def _bfv(bundle) -> None:
+    import tenseal as ts
+
+    bundle.file("context.bin").write_bytes(public_bytes(ts.context(ts.SCHEME_TYPE.BFV, 4096, plain_modulus=1032193)))
+    reseal(bundle)
+
+
+def _over_the_size_limit(bundle) -> None:
+    path = bundle.file("c000.0000.ct")
+    path.write_bytes(path.read_bytes() + b"\0" * (3 * 1024 * 1024))
+    reseal(bundle)
+
+
+def _rows_disagree(bundle) -> None:
+    bundle.manifest["rows"] = 5000  # three ciphertexts per column at 2048 slots; the bundle has one
+    bundle.save_manifest()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "words"),
+    [
+        (_truncate, "not a CKKS ciphertext"),
+        (_random_bytes, "not a CKKS ciphertext"),
+        (_secret_context, "secret key"),
+        (_bfv, "CKKS"),
+        (_over_the_size_limit, "limit"),
+        (_rows_disagree, "need"),
+    ],
+)
+def test_bad_bundles_get_a_400_store_nothing_and_leave_web_and_worker_alive(stack, tmp_path, mutate, words):
+    url, pool, root = stack["url"], stack["pool"], stack["root"]
+    username = f"owner{uuid.uuid4().hex[:8]}"
+    Client.signup(url, username=username, email=f"{username}@example.org", password=PASSWORD, roles=["owner", "buyer"])
+    owner = Client(url, Client.create_api_key(url, username=username, password=PASSWORD))
+    metadata = {"title": "Bad bundle", "epsilon_cap": "2", "price_per_epsilon": "1.00"}
+
+    bad = build_bundle(tmp_path / "bad", rows=300)
+    mutate(bad)
+    with pytest.raises(CloakroomError) as caught:
+        publish_bundle(owner, bad.folder, metadata, progress=False)
+    assert caught.value.status == 400, caught.value.message
+    assert words.lower() in caught.value.message.lower(), caught.value.message
+    assert bad.secret not in caught.value.message.encode()
+    # Nothing of it is kept: no dataset is ready, and no bundle file of it remains in the media folder.
+    mine = owner.datasets(mine=True)
+    assert all(d["status"] == "draft" for d in mine)
+    for dataset in mine:
+        assert not [p for p in (root / "media" / "he" / str(dataset["id"])).rglob("*") if p.is_file()]
+
+    # The web server answers and the worker, still the same processes, computes an HE job.
+    assert requests.get(f"{url}/api/v1/health/", timeout=5).status_code == 200
+    good = build_bundle(tmp_path / "good", rows=300)
+    dataset = publish_bundle(owner, good.folder, {**metadata, "title": "Good bundle"}, progress=False)
+    owner.publish(dataset["id"])
+    buyer_name = f"buyer{uuid.uuid4().hex[:8]}"
+    Client.signup(url, username=buyer_name, email=f"{buyer_name}@example.org", password=PASSWORD, roles=["buyer"])
+    buyer = Client(url, Client.create_api_key(url, username=buyer_name, password=PASSWORD))
+    purchase = buyer.buy(dataset["id"], "1")
+    job = buyer.submit(purchase["id"], {"aggregate": "sum", "column": "age"}, epsilon="0.5")
+    pool.wait_until(
+        "the worker to compute the job",
+        lambda: buyer.job(job["id"])["status"] == "awaiting_key",
+        timeout=60,
+        interval=0.25,
+    )
+    assert all(p.alive() for p in pool.processes if p.name in ("gunicorn", "celery-worker"))
