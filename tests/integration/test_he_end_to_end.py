@@ -28,6 +28,7 @@ from cryptography.fernet import Fernet
 
 from cloakroom_client import Client, CloakroomError
 from cloakroom_client import he as client_he
+from cloakroom_client.escrow import new_kek
 from cloakroom_client.upload import publish_bundle
 from tests.he.conftest import build_bundle, public_bytes, reseal, secret_markers
 from tests.integration.live import (
@@ -79,6 +80,7 @@ def stack(tmp_path_factory):
     redis_url = os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL")
     assert redis_url and redis_url.startswith("redis"), "this test needs Redis (set REDIS_URL)"
     tag = uuid.uuid4().hex[:8]
+    kek_private, kek_public = new_kek()
     env = clean_env(
         DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{db_name}",
         REDIS_URL=redis_url,
@@ -96,6 +98,9 @@ def stack(tmp_path_factory):
         CLOAKROOM_HE_PART_CHUNKS="1",
         # Small enough that a padded ciphertext goes over it, large enough for a real N=8192 context.
         CLOAKROOM_MAX_BUNDLE_FILE_BYTES=str(3 * 1024 * 1024),
+        # Key escrow: this test's one worker also consumes the keys queue, so it gets the private half.
+        CLOAKROOM_KEK_PRIVATE_KEY=kek_private,
+        CLOAKROOM_KEK_PUBLIC_KEY=kek_public,
     )
     result = run_manage(["migrate", "--noinput"], env)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -439,3 +444,38 @@ def test_bad_bundles_get_a_400_store_nothing_and_leave_web_and_worker_alive(stac
         interval=0.25,
     )
     assert all(p.alive() for p in pool.processes if p.name in ("gunicorn", "celery-worker"))
+
+
+def test_an_escrowed_key_lets_the_keys_queue_worker_release_jobs_with_no_key_agent(stack, tmp_path):
+    url, env, pool, root = stack["url"], stack["env"], stack["pool"], stack["root"]
+    tag = uuid.uuid4().hex[:8]
+    for name, roles in ((f"esc-owner-{tag}", ["owner"]), (f"esc-buyer-{tag}", ["buyer"])):
+        Client.signup(url, username=name, email=f"{name}@example.org", password=PASSWORD, roles=roles)
+    owner_key = Client.create_api_key(url, username=f"esc-owner-{tag}", password=PASSWORD)
+    owner = Client(url, owner_key)
+    buyer = Client(url, Client.create_api_key(url, username=f"esc-buyer-{tag}", password=PASSWORD))
+    bundle = build_bundle(tmp_path / "escrow", rows=300)
+    dataset = publish_bundle(
+        owner, bundle.folder, {"title": "Escrowed", "epsilon_cap": "2", "price_per_epsilon": "1"}, progress=False
+    )
+    owner.publish(dataset["id"])
+
+    escrowed = _cli(
+        ["he", "escrow", str(dataset["id"]), "--keystore", str(bundle.keystore)],
+        env={**env, "CLOAKROOM_URL": url},
+        api_key=owner_key,
+    )
+    assert escrowed.returncode == 0, escrowed.stderr
+    assert json.loads(escrowed.stdout)["key_custody"] == "escrow"
+    sealed = (root / "media" / "he" / str(dataset["id"]) / "escrow.sealed").read_bytes()
+    assert not any(marker in sealed for marker in secret_markers(bundle.secret))
+
+    purchase = buyer.buy(dataset["id"], "1")
+    job = buyer.submit(purchase["id"], {"aggregate": "sum", "column": "age"}, epsilon="1")
+    pool.wait_until(
+        "the escrow worker to release the job", lambda: buyer.job(job["id"])["status"] == "released", timeout=60
+    )
+    released = buyer.job(job["id"])
+    assert released["receipt"]["mode"] == "he" and released["receipt"]["noise_scale"] == pytest.approx(120.0)
+    worker_log = next(p for p in pool.processes if p.name == "celery-worker").log()
+    assert f"job {job['id']} released with the escrowed key" in worker_log
