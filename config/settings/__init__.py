@@ -193,7 +193,7 @@ CLOAKROOM_HE_QUEUE = env_str("CLOAKROOM_HE_QUEUE", "he")
 CLOAKROOM_KEYS_QUEUE = env_str("CLOAKROOM_KEYS_QUEUE", "keys")
 # HE jobs are split into parts of this many ciphertext chunks per column; parts run in parallel
 # on whichever worker processes consume the he queue.
-CLOAKROOM_HE_PART_CHUNKS = env_int("CLOAKROOM_HE_PART_CHUNKS", 64)
+CLOAKROOM_HE_PART_CHUNKS = env_int("CLOAKROOM_HE_PART_CHUNKS", 256)
 # HE dot products: the most weights a job may send, and the largest |weight|.
 CLOAKROOM_HE_MAX_WEIGHTS = env_int("CLOAKROOM_HE_MAX_WEIGHTS", 250_000)
 CLOAKROOM_HE_MAX_WEIGHT = float(env_decimal("CLOAKROOM_HE_MAX_WEIGHT", "1000"))
