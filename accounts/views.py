@@ -1,9 +1,10 @@
-"""Account pages: sign-up, API keys, wallet. Login and logout are Django's own views."""
+"""Account pages: sign-up, password change, API keys, wallet. Login and logout are Django's own views."""
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
@@ -19,6 +20,15 @@ LEDGER_PAGE_SIZE = 25
 
 # The service names the password "password"; the page asks for it twice as password1/password2.
 _SIGNUP_FIELD_FOR = {"password": "password1"}
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """Django's password change, answering 400 (not 200) when the form has errors, like every page here."""
+
+    def form_invalid(self, form):
+        response = super().form_invalid(form)
+        response.status_code = 400
+        return response
 
 
 @require_http_methods(["GET", "POST"])

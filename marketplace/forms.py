@@ -28,6 +28,42 @@ class CatalogueFilterForm(forms.Form):
         required=False,
         choices=[("", "Any mode"), *Dataset.Mode.choices],
     )
+    min_price = forms.DecimalField(
+        label="Price per ε from",
+        required=False,
+        min_value=Decimal("0"),
+        max_digits=14,
+        decimal_places=2,
+        widget=forms.NumberInput(attrs={"step": "any", "inputmode": "decimal", "placeholder": "0"}),
+    )
+    max_price = forms.DecimalField(
+        label="Price per ε up to",
+        required=False,
+        min_value=Decimal("0"),
+        max_digits=14,
+        decimal_places=2,
+        widget=forms.NumberInput(attrs={"step": "any", "inputmode": "decimal", "placeholder": "any"}),
+    )
+    min_available = forms.DecimalField(
+        label="ε left for sale, at least",
+        required=False,
+        min_value=Decimal("0"),
+        max_digits=12,
+        decimal_places=6,
+        widget=forms.NumberInput(attrs={"step": "any", "inputmode": "decimal", "placeholder": "any"}),
+    )
+    order = forms.ChoiceField(
+        label="Sort by",
+        required=False,
+        choices=[("", "Newest first"), ("price", "Lowest price first"), ("-available", "Most ε left first")],
+    )
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        low, high = cleaned.get("min_price"), cleaned.get("max_price")
+        if low is not None and high is not None and low > high:
+            self.add_error("max_price", f"Must be at least the lowest price ({low}).")
+        return cleaned
 
 
 class BuyForm(forms.Form):

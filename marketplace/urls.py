@@ -7,7 +7,9 @@ from marketplace import views
 urlpatterns = [
     path("", views.catalogue, name="catalogue"),
     path("datasets/new/", views.dataset_new, name="dataset-new"),
+    path("datasets/new/column/", views.dataset_new_column, name="dataset-new-column"),
     path("datasets/mine/", views.my_datasets, name="my-datasets"),
+    path("dashboard/", views.owner_dashboard, name="owner-dashboard"),
     path("datasets/<int:dataset_id>/", views.dataset_detail, name="dataset-detail"),
     path("datasets/<int:dataset_id>/buy/", views.dataset_buy, name="dataset-buy"),
     path("datasets/<int:dataset_id>/publish/", views.dataset_publish, name="dataset-publish"),

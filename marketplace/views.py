@@ -16,15 +16,17 @@ from django.db.models import DecimalField, Sum, Value
 from django.db.models.functions import Coalesce
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.selectors import wallet_balance
 from config.exceptions import NotFound, ServiceError
-from marketplace import selectors, services
+from marketplace import charts, selectors, services
 from marketplace.forms import (
     COLUMNS_PREFIX,
     BuyForm,
     CatalogueFilterForm,
+    ColumnForm,
     ColumnFormSet,
     ColumnFormSetNoExtra,
     DatasetForm,
@@ -35,6 +37,11 @@ from marketplace.models import Dataset
 
 CATALOGUE_PAGE_SIZE = 12
 LIST_PAGE_SIZE = 25
+DASHBOARD_PAGE_SIZE = 10
+# The most column rows the new-dataset form takes (its formset's absolute maximum).
+MAX_COLUMN_ROWS = 500
+# The dashboard lists this many of a dataset's latest commits under its chart.
+DASHBOARD_COMMIT_ROWS = 10
 
 
 def _visible_dataset(request: HttpRequest, dataset_id: int) -> Dataset:
@@ -47,11 +54,15 @@ def _visible_dataset(request: HttpRequest, dataset_id: int) -> Dataset:
 @require_GET
 def catalogue(request: HttpRequest) -> HttpResponse:
     form = CatalogueFilterForm(request.GET or None)
-    search, mode = "", ""
-    if form.is_bound and form.is_valid():
-        search = form.cleaned_data["search"].strip()
-        mode = form.cleaned_data["mode"]
-    datasets = selectors.dataset_list(user=request.user, search=search, mode=mode)
+    status = 200
+    filters: dict = {}
+    if form.is_bound:
+        # A filter that does not parse is shown with its error beside it; the others still apply.
+        if not form.is_valid():
+            status = 400
+        filters = {k: v for k, v in form.cleaned_data.items() if v not in (None, "")}
+    search = (filters.pop("search", "") or "").strip()
+    datasets = selectors.dataset_catalogue(user=request.user, search=search, **filters)
     page_obj = Paginator(datasets, CATALOGUE_PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
@@ -64,7 +75,9 @@ def catalogue(request: HttpRequest) -> HttpResponse:
             "datasets": page_obj.object_list,
             "query": query.urlencode(),
             "search": search,
+            "filtered": bool(filters),
         },
+        status=status,
     )
 
 
@@ -187,6 +200,31 @@ def dataset_new(request: HttpRequest) -> HttpResponse:
     return render(request, "marketplace/dataset_new.html", {"form": form, "formset": formset}, status=status)
 
 
+@login_required
+@require_GET
+def dataset_new_column(request: HttpRequest) -> HttpResponse:
+    """One more blank column row for the new-dataset form (htmx), numbered after the rows it has."""
+    _require_owner(request)
+    name = f"{COLUMNS_PREFIX}-TOTAL_FORMS"
+    try:
+        index = int(request.GET.get(name, ""))
+    except ValueError:
+        index = -1
+    if not 0 <= index < MAX_COLUMN_ROWS:
+        return HttpResponse(
+            f"{name}: give the number of rows the form has now, from 0 to {MAX_COLUMN_ROWS - 1}.",
+            status=400,
+            content_type="text/plain; charset=utf-8",
+        )
+    column_form = ColumnForm(prefix=f"{COLUMNS_PREFIX}-{index}")
+    column_form.fields["name"].widget.attrs["autofocus"] = True  # keyboard users continue in the new row
+    return render(
+        request,
+        "marketplace/_column_row_added.html",
+        {"column_form": column_form, "index": index, "total": index + 1},
+    )
+
+
 def _attach_service_error(form: DatasetForm, exc: ServiceError) -> None:
     """Show a service's error beside the field it names (e.g. "file"), or at the top of the form."""
     if not exc.fields:
@@ -209,6 +247,44 @@ def my_datasets(request: HttpRequest) -> HttpResponse:
     )  # An aggregate drops Meta.ordering, and pages need a stable order.
     page_obj = Paginator(datasets, LIST_PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "marketplace/my_datasets.html", {"page_obj": page_obj, "datasets": page_obj.object_list})
+
+
+@login_required
+@require_GET
+def owner_dashboard(request: HttpRequest) -> HttpResponse:
+    """Each of the owner's datasets with its budget burn-down, earnings, buyers and jobs by status.
+    Only budget, money and counts: released values belong to the buyers who paid for them."""
+    datasets = selectors.dataset_list(user=request.user, mine=True).order_by("-created_at", "-id")
+    page_obj = Paginator(datasets, DASHBOARD_PAGE_SIZE).get_page(request.GET.get("page"))
+    now = timezone.now()
+    cards = [
+        {
+            "activity": activity,
+            "dataset": activity.dataset,
+            "chart": charts.burn_down(
+                cap=activity.dataset.epsilon_cap,
+                sold=activity.dataset.epsilon_sold,
+                start=activity.dataset.published_at or activity.dataset.created_at,
+                now=now,
+                commits=activity.commits,
+            ),
+            "recent_commits": [
+                (when, total, activity.dataset.epsilon_cap - total)
+                for when, total in reversed(activity.commits[-DASHBOARD_COMMIT_ROWS:])
+            ],
+        }
+        for activity in selectors.dataset_activity(owner=request.user, datasets=list(page_obj.object_list))
+    ]
+    return render(
+        request,
+        "marketplace/dashboard.html",
+        {
+            "page_obj": page_obj,
+            "cards": cards,
+            "totals": selectors.owner_totals(owner=request.user),
+            "commit_rows": DASHBOARD_COMMIT_ROWS,
+        },
+    )
 
 
 @login_required

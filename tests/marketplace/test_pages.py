@@ -133,9 +133,18 @@ def test_catalogue_paginates_and_keeps_the_search_in_page_links(owner):
 
 
 def test_catalogue_with_a_junk_page_number_still_answers():
-    response = Client().get(reverse("catalogue"), {"page": "not-a-number", "mode": "nonsense"})
+    response = Client().get(reverse("catalogue"), {"page": "not-a-number"})
 
     assert response.status_code == 200
+
+
+def test_catalogue_with_an_unknown_mode_is_a_400_naming_the_field():
+    response = Client().get(reverse("catalogue"), {"page": "not-a-number", "mode": "nonsense"})
+
+    assert response.status_code == 400
+    assert 'id="id_mode_error">Select a valid choice. nonsense is not one of the available choices.' in (
+        response.content.decode()
+    )
 
 
 # Dataset page
