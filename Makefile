@@ -31,7 +31,7 @@ MANAGE := $(BIN)/honcho -e $(DEMO_ENV) run $(BIN)/python manage.py
 # gunicorn and celery in the Procfile come from the virtual environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help venv demo demo-init migrate seed test services lint fmt clean distclean
+.PHONY: help venv demo demo-init migrate seed test screenshots services lint fmt clean distclean
 
 help: ## List the targets
 	@echo "Cloakroom: make demo (run it with demo data), make test (lint and every test)."
@@ -81,11 +81,16 @@ services: ## Make sure PostgreSQL and Redis are up and the test user can connect
 	$(TEST_ENV) bash scripts/ensure_services.sh
 
 test: services venv ## Lint, then run every test against PostgreSQL and Redis
+	bash scripts/ensure_browser.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@# pytest exits 5 when it collected no tests; that is a failure too, and make stops on it.
 	$(TEST_ENV) $(BIN)/python -m pytest tests $(PYTEST_ARGS) \
 		|| { status=$$?; [ $$status -ne 5 ] || echo "pytest collected no tests" >&2; exit $$status; }
+
+screenshots: services venv ## Run the browser tests and keep their screenshots in docs/screenshots (the README's)
+	bash scripts/ensure_browser.sh
+	$(TEST_ENV) CLOAKROOM_SCREENSHOT_DIR='$(abspath docs/screenshots)' $(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
 lint: venv ## ruff check and ruff format --check
 	$(BIN)/ruff check .
