@@ -16,6 +16,7 @@ urlpatterns = [
     path("datasets/", marketplace_api.DatasetListCreateApi.as_view(), name="api-datasets"),
     path("datasets/<int:dataset_id>/", marketplace_api.DatasetDetailApi.as_view(), name="api-dataset"),
     path("datasets/<int:dataset_id>/publish/", marketplace_api.DatasetPublishApi.as_view(), name="api-dataset-publish"),
+    path("datasets/<int:dataset_id>/suspend/", marketplace_api.DatasetSuspendApi.as_view(), name="api-dataset-suspend"),
     path("datasets/he/", he_api.HeDatasetCreateApi.as_view(), name="api-he-datasets"),
     path("datasets/<int:dataset_id>/bundle/", he_api.BundleStateApi.as_view(), name="api-he-bundle"),
     path(

@@ -6,6 +6,8 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
 from accounts.admin import ReadOnlyAdmin
 from marketplace import services
@@ -40,6 +42,7 @@ class DatasetAdmin(admin.ModelAdmin):
         "epsilon_sold",
         "price_per_epsilon",
         "created_at",
+        "links",
     )
     list_filter = ("mode", "status")
     search_fields = ("title", "description", "owner__username")
@@ -57,6 +60,19 @@ class DatasetAdmin(admin.ModelAdmin):
         ),
         ("Dates", {"fields": ("created_at", "updated_at", "published_at")}),
     )
+
+    @admin.display(description="see")
+    def links(self, obj: Dataset) -> str:
+        """The listing as buyers see it, and its jobs and privacy ledger in this admin."""
+        return format_html(
+            '<a href="{}">page</a> · <a href="{}?dataset__id__exact={}">jobs</a> · <a href="{}?dataset__id__exact={}">ledger</a>',
+            reverse("dataset-detail", args=[obj.pk]),
+            reverse("admin:compute_job_changelist"),
+            obj.pk,
+            reverse("admin:marketplace_ledgerentry_changelist"),
+            obj.pk,
+        )
+
     # Budget, ownership and file facts come from the upload and the ledger; status moves through the actions.
     readonly_fields = (
         "owner",

@@ -248,6 +248,15 @@ class DatasetPublishApi(APIView):
         return Response(DatasetOutputSerializer(dataset, context={"user": request.user}).data)
 
 
+class DatasetSuspendApi(APIView):
+    """The owner takes a published dataset off sale; POST .../publish/ puts it back."""
+
+    @extend_schema(request=None, responses=DatasetOutputSerializer)
+    def post(self, request, dataset_id: int):
+        dataset = services.dataset_suspend(owner=request.user, dataset_id=dataset_id)
+        return Response(DatasetOutputSerializer(dataset, context={"user": request.user}).data)
+
+
 class PurchaseOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     dataset = serializers.IntegerField(source="dataset_id")

@@ -51,6 +51,9 @@ class Dataset(models.Model):
     # Stored for every dataset; shown to buyers only when row_count_public is set.
     row_count = models.PositiveBigIntegerField(default=0)
     version = models.PositiveIntegerField(default=1)
+    # Who suspended it: an owner may suspend their own dataset and publish it again; a suspension by an
+    # administrator can only be lifted by an administrator.
+    suspended_by_owner = models.BooleanField(default=False)
 
     # The stored, encrypted file (DP mode). The path is relative to the private storage root,
     # which no URL serves.

@@ -181,11 +181,18 @@ def _owned(owner: User, dataset_id: int) -> Dataset:
 @transaction.atomic
 def dataset_publish(*, owner: User, dataset_id: int) -> Dataset:
     dataset = _owned(owner, dataset_id)
-    if dataset.status == Dataset.Status.SUSPENDED:
+    if dataset.status == Dataset.Status.SUSPENDED and not dataset.suspended_by_owner:
         raise Conflict(
             "This dataset was suspended by an administrator and cannot be published again by its owner.",
             code="dataset_suspended",
         )
+    if dataset.status == Dataset.Status.SUSPENDED:
+        # The owner's own suspension: publishing lifts it.
+        Dataset.objects.filter(pk=dataset.pk, status=Dataset.Status.SUSPENDED, suspended_by_owner=True).update(
+            status=Dataset.Status.PUBLISHED, suspended_by_owner=False, updated_at=timezone.now()
+        )
+        dataset.refresh_from_db()
+        return dataset
     if dataset.mode == Dataset.Mode.HE and dataset.bundle_status != Dataset.BundleStatus.READY:
         # An HE dataset is only worth buying once its whole bundle has arrived and passed the check.
         raise Conflict(
@@ -201,12 +208,28 @@ def dataset_publish(*, owner: User, dataset_id: int) -> Dataset:
     return dataset
 
 
+def dataset_suspend(*, owner: User, dataset_id: int) -> Dataset:
+    """The owner takes a published dataset off sale: no new purchases or jobs until they publish it
+    again. Jobs already queued or running finish; budget already sold stays with its buyers."""
+    dataset = _owned(owner, dataset_id)
+    if dataset.status == Dataset.Status.DRAFT:
+        raise Conflict("A draft is not on sale; there is nothing to suspend.", code="dataset_draft")
+    if dataset.status == Dataset.Status.PUBLISHED:
+        Dataset.objects.filter(pk=dataset.pk, status=Dataset.Status.PUBLISHED).update(
+            status=Dataset.Status.SUSPENDED, suspended_by_owner=True, updated_at=timezone.now()
+        )
+        dataset.refresh_from_db()
+    return dataset
+
+
 def dataset_set_status(*, dataset: Dataset, status: str) -> Dataset:
-    """Administrator action: publish or suspend. Suspension stops new purchases."""
+    """Administrator action: publish or suspend. Suspension stops new purchases; an administrator's
+    suspension cannot be lifted by the owner."""
     dataset.status = status
+    dataset.suspended_by_owner = False
     if status == Dataset.Status.PUBLISHED and dataset.published_at is None:
         dataset.published_at = timezone.now()
-    dataset.save(update_fields=["status", "published_at", "updated_at"])
+    dataset.save(update_fields=["status", "suspended_by_owner", "published_at", "updated_at"])
     return dataset
 
 

@@ -13,6 +13,7 @@ urlpatterns = [
     path("datasets/<int:dataset_id>/", views.dataset_detail, name="dataset-detail"),
     path("datasets/<int:dataset_id>/buy/", views.dataset_buy, name="dataset-buy"),
     path("datasets/<int:dataset_id>/publish/", views.dataset_publish, name="dataset-publish"),
+    path("datasets/<int:dataset_id>/suspend/", views.dataset_suspend, name="dataset-suspend"),
     path("purchases/", views.my_purchases, name="my-purchases"),
     path("purchases/<int:purchase_id>/", views.purchase_detail, name="purchase-detail"),
 ]

@@ -153,6 +153,20 @@ def dataset_publish(request: HttpRequest, dataset_id: int) -> HttpResponse:
     return redirect("dataset-detail", dataset_id=dataset.pk)
 
 
+@login_required
+@require_POST
+def dataset_suspend(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    try:
+        dataset = services.dataset_suspend(owner=request.user, dataset_id=dataset_id)
+    except NotFound:
+        raise Http404("No such dataset.") from None
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+        return redirect("dataset-detail", dataset_id=dataset_id)
+    messages.success(request, f"“{dataset.title}” is suspended: no new purchases or jobs until you publish it again.")
+    return redirect("dataset-detail", dataset_id=dataset.pk)
+
+
 def _require_owner(request: HttpRequest) -> None:
     if not request.user.is_owner:
         raise PermissionDenied("Only accounts with the owner role can list datasets.")

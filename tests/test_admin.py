@@ -26,8 +26,15 @@ CHANGELISTS = [
     "marketplace_dataset",
     "marketplace_purchase",
     "marketplace_ledgerentry",
+    "compute_job",
 ]
-READ_ONLY = ["accounts_wallet", "accounts_creditentry", "marketplace_purchase", "marketplace_ledgerentry"]
+READ_ONLY = [
+    "accounts_wallet",
+    "accounts_creditentry",
+    "marketplace_purchase",
+    "marketplace_ledgerentry",
+    "compute_job",
+]
 
 
 @pytest.fixture
@@ -215,3 +222,33 @@ def test_the_admin_is_closed_to_ordinary_users(buyer):
     response = client.get(reverse("admin:marketplace_purchase_changelist"))
 
     assert response.status_code == 302
+
+
+def test_each_dataset_links_to_its_page_and_its_jobs_and_ledger_in_the_admin(admin_client, market):
+    from compute.models import Job
+
+    dataset = market["dataset"]
+    Job.objects.create(
+        buyer=market["purchase"].buyer,
+        dataset=dataset,
+        purchase=market["purchase"],
+        spec={"aggregate": "count"},
+        spec_hash="x" * 64,
+        epsilon=Decimal("0.1"),
+        dataset_version=1,
+        status=Job.Status.RELEASED,
+        result={"groups": [{"value": 123456.789}]},
+    )
+    page = admin_client.get(reverse("admin:marketplace_dataset_changelist")).content.decode()
+    jobs_url = f"{reverse('admin:compute_job_changelist')}?dataset__id__exact={dataset.pk}"
+    ledger_url = f"{reverse('admin:marketplace_ledgerentry_changelist')}?dataset__id__exact={dataset.pk}"
+    assert reverse("dataset-detail", args=[dataset.pk]) in page
+    assert jobs_url in page.replace("&amp;", "&") and ledger_url in page.replace("&amp;", "&")
+    jobs = admin_client.get(jobs_url)
+    assert jobs.status_code == 200 and "1 job" in jobs.content.decode()
+    ledger = admin_client.get(ledger_url)
+    assert ledger.status_code == 200 and "reserve" in ledger.content.decode()
+    # A job's page in the admin is read-only and never shows the released value.
+    job_page = admin_client.get(reverse("admin:compute_job_change", args=[Job.objects.get().pk])).content.decode()
+    assert "123456.789" not in job_page and "count" in job_page
+    assert admin_client.post(reverse("admin:compute_job_delete", args=[Job.objects.get().pk])).status_code == 403

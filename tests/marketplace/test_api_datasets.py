@@ -277,3 +277,34 @@ def test_anonymous_visitors_read_published_datasets(anon, dataset):
 def test_a_missing_dataset_is_a_404_even_with_an_enormous_id(anon):
     response = anon.get(f"{URL}{10**30}/")
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+def test_an_owner_suspends_a_published_dataset_and_publishes_it_again(owner_client, buyer_client, dataset):
+    dataset.status = "published"
+    dataset.save()
+    suspended = owner_client.post(f"/api/v1/datasets/{dataset.pk}/suspend/")
+    assert suspended.status_code == 200 and suspended.json()["status"] == "suspended"
+    bought = buyer_client.post("/api/v1/purchases/", {"dataset": dataset.pk, "epsilon": "1"}, format="json")
+    assert bought.status_code in (404, 409)  # not on sale while suspended
+    again = owner_client.post(f"/api/v1/datasets/{dataset.pk}/publish/")
+    assert again.status_code == 200 and again.json()["status"] == "published"
+    bought = buyer_client.post("/api/v1/purchases/", {"dataset": dataset.pk, "epsilon": "1"}, format="json")
+    assert bought.status_code == 201, bought.json()
+
+
+def test_an_owner_cannot_lift_an_administrators_suspension_or_suspend_someone_elses(
+    owner_client, outsider_client, dataset
+):
+    from marketplace.services import dataset_set_status
+
+    dataset_set_status(dataset=dataset, status="suspended")
+    refused = owner_client.post(f"/api/v1/datasets/{dataset.pk}/publish/")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "dataset_suspended"
+    assert outsider_client.post(f"/api/v1/datasets/{dataset.pk}/suspend/").status_code == 404
+
+
+def test_a_draft_cannot_be_suspended(owner_client, dataset):
+    dataset.status = "draft"
+    dataset.save()
+    response = owner_client.post(f"/api/v1/datasets/{dataset.pk}/suspend/")
+    assert response.status_code == 409 and response.json()["error"]["code"] == "dataset_draft"

@@ -285,3 +285,18 @@ def test_purchases_page_shows_what_is_left_of_each_allotment(buyer, sold):
     rows = re.findall(r'<td class="num">([\d.]+)</td>\s*<td class="num">([\d.]+)</td>\s*<td><time', page)
     assert sorted(rows) == [("0", "1"), ("0.5", "1.4")]
     assert "ε remaining" in page
+
+
+def test_the_owner_suspends_and_republishes_from_the_dataset_page(client, owner, dataset):
+    dataset.status = "published"
+    dataset.save()
+    client.force_login(owner)
+    page = client.get(f"/datasets/{dataset.pk}/").content.decode()
+    assert f'action="/datasets/{dataset.pk}/suspend/"' in page
+    response = client.post(f"/datasets/{dataset.pk}/suspend/", follow=True)
+    assert "is suspended" in response.content.decode() and "Publish again" in response.content.decode()
+    dataset.refresh_from_db()
+    assert dataset.status == "suspended" and dataset.suspended_by_owner
+    response = client.post(f"/datasets/{dataset.pk}/publish/", follow=True)
+    dataset.refresh_from_db()
+    assert dataset.status == "published" and not dataset.suspended_by_owner

@@ -1,0 +1,39 @@
+"""Admin for jobs: read-only. Administrators see who ran what, on which dataset, at what epsilon, and
+how it ended; they do not see the released values (the buyer's) nor anything of an HE key."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from accounts.admin import ReadOnlyAdmin
+from compute.models import Job
+
+
+@admin.register(Job)
+class JobAdmin(ReadOnlyAdmin):
+    list_display = ("id", "buyer", "dataset", "status", "epsilon", "delta", "created_at", "finished_at")
+    list_filter = ("status", "dataset__mode", "dataset")
+    search_fields = ("buyer__username", "dataset__title")
+    list_select_related = ("buyer", "dataset")
+    date_hierarchy = "created_at"
+    fields = (
+        "buyer",
+        "dataset",
+        "purchase",
+        "kind",
+        "spec",
+        "epsilon",
+        "delta",
+        "dataset_version",
+        "status",
+        "error",
+        "progress_done",
+        "progress_total",
+        "attempts",
+        "reused_from",
+        "created_at",
+        "started_at",
+        "computed_at",
+        "finished_at",
+    )
+    readonly_fields = fields
