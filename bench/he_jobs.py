@@ -666,8 +666,6 @@ def end_to_end(args: argparse.Namespace, rows: int) -> None:
 
     import psycopg
     import redis
-    import requests
-    from cryptography.fernet import Fernet
     from psycopg import sql
 
     from cloakroom_client import Client, CloakroomError
@@ -676,10 +674,9 @@ def end_to_end(args: argparse.Namespace, rows: int) -> None:
     from tests.integration.live import (
         ProcessPool,
         celery_worker_args,
-        clean_env,
-        free_port,
-        gunicorn_args,
         run_manage,
+        site_env,
+        start_web,
         stop_process,
         worker_is_ready,
     )
@@ -688,27 +685,20 @@ def end_to_end(args: argparse.Namespace, rows: int) -> None:
     db_name = parts.path.lstrip("/")
     admin = urlunsplit(parts._replace(path="/postgres"))
     tag = uuid.uuid4().hex[:10]
-    queue = f"bench-he-{tag}"
     root = Path(tempfile.mkdtemp(prefix="cloakroom-he-e2e-"))
     (root / "logs").mkdir()
-    env = clean_env(
+    env = site_env(
+        root,
+        f"bench-{tag}",
         DATABASE_URL=args.database_url,
         REDIS_URL=args.redis_url,
         CELERY_BROKER_URL=args.redis_url,
-        CLOAKROOM_VAR_DIR=str(root / "var"),
-        CLOAKROOM_PRIVATE_ROOT=str(root / "media"),
-        SECRET_KEY=secrets.token_urlsafe(50),
-        CLOAKROOM_DATA_KEYS=Fernet.generate_key().decode(),
-        CLOAKROOM_SIGNUP_CREDITS="1000",
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        CLOAKROOM_HE_QUEUE=queue,
-        CLOAKROOM_KEYS_QUEUE=f"bench-keys-{tag}",
-        CLOAKROOM_DP_QUEUE=f"bench-dp-{tag}",
         CLOAKROOM_HE_PART_CHUNKS=str(args.part_chunks),
         DATABASE_CONN_MAX_AGE=str(args.conn_max_age),
         DEBUG="false",
         LOG_LEVEL="INFO",
     )
+    queue = env["CLOAKROOM_HE_QUEUE"]
     pool = ProcessPool(log_dir=root / "logs")
     failed = True
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -718,17 +708,7 @@ def end_to_end(args: argparse.Namespace, rows: int) -> None:
         migrated = run_manage(["migrate", "--noinput"], env)
         if migrated.returncode:
             raise RuntimeError(migrated.stdout + migrated.stderr)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        pool.start("gunicorn", gunicorn_args(port=port), env)
-
-        def answers() -> bool:
-            try:
-                return requests.get(f"{url}/api/v1/health/", timeout=2).status_code in (200, 503)
-            except requests.RequestException:
-                return False
-
-        pool.wait_until("gunicorn to answer", answers, timeout=60)
+        url = start_web(pool, env)
         password = "bench " + secrets.token_hex(8)
         Client.signup(url, username="bench-owner", email="owner@bench.invalid", password=password, roles=["owner"])
         Client.signup(url, username="bench-buyer", email="buyer@bench.invalid", password=password, roles=["buyer"])

@@ -11,23 +11,19 @@ Redis database never take each other's jobs.
 from __future__ import annotations
 
 import os
-import secrets
 import uuid
 from pathlib import Path
 
 import pytest
-import requests
-from cryptography.fernet import Fernet
 
 from tests.e2e.helpers import CHROMIUM, CHROMIUM_ARGS, DESKTOP, LiveSite
 from tests.integration.live import (
     ProcessPool,
     celery_worker_args,
-    clean_env,
-    free_port,
-    gunicorn_args,
     live_database_url,
     run_manage,
+    site_env,
+    start_web,
     worker_is_ready,
 )
 
@@ -45,42 +41,19 @@ def live_site(django_db_setup, django_db_blocker, tmp_path_factory) -> LiveSite:
         database_url = live_database_url()
     root = tmp_path_factory.mktemp("e2e")
     tag = uuid.uuid4().hex[:8]
-    env = clean_env(
-        DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
-        CELERY_BROKER_URL=redis_url,
-        CLOAKROOM_VAR_DIR=str(root / "var"),
-        CLOAKROOM_PRIVATE_ROOT=str(root / "private"),
-        SECRET_KEY=secrets.token_urlsafe(50),
-        CLOAKROOM_DATA_KEYS=Fernet.generate_key().decode(),
-        CLOAKROOM_SIGNUP_CREDITS="1000",
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        CLOAKROOM_DP_QUEUE=f"dp-{tag}",
-        CLOAKROOM_HE_QUEUE=f"he-{tag}",
-        CLOAKROOM_KEYS_QUEUE=f"keys-{tag}",
-    )
+    env = site_env(root, tag, DATABASE_URL=database_url, REDIS_URL=redis_url, CELERY_BROKER_URL=redis_url)
     # Production settings (no DEBUG) serve hashed static files that collectstatic writes.
     result = run_manage(["collectstatic", "--noinput", "--verbosity", "0"], env)
     assert result.returncode == 0, result.stdout + result.stderr
 
     pool = ProcessPool(log_dir=tmp_path_factory.mktemp("e2e-logs"))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     try:
-        pool.start("gunicorn", gunicorn_args(port=port), env)
+        url = start_web(pool, env)
         worker = pool.start(
             "celery-worker",
             celery_worker_args(queues=f"dp-{tag},he-{tag},keys-{tag},default", name=f"e2e-{tag}", pool="solo"),
             {**env, "CLOAKROOM_FAULT_JOB_DELAY_SECONDS": JOB_DELAY_SECONDS},
         )
-
-        def answers() -> bool:
-            try:
-                return requests.get(f"{url}/api/v1/datasets/", timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
-
-        pool.wait_until("gunicorn to answer", answers, timeout=60)
         pool.wait_until("the Celery worker to be ready", lambda: worker_is_ready(worker), timeout=60)
         yield LiveSite(url=url, pool=pool)
     finally:

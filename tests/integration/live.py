@@ -9,6 +9,7 @@ failed.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -208,3 +209,43 @@ def gunicorn_args(*, port: int, workers: int = 2) -> list[str]:
 def worker_is_ready(process: LiveProcess) -> bool:
     """Celery logs "ready." once it consumes from its queues."""
     return " ready." in process.log()
+
+
+def site_env(root: Path, tag: str, **overrides: str) -> dict[str, str]:
+    """The environment of a throwaway site: fresh secrets, its own folders under ``root`` and Celery
+    queues named by ``tag`` (so parallel runs on one Redis never take each other's tasks)."""
+    from cryptography.fernet import Fernet
+
+    return clean_env(
+        CLOAKROOM_VAR_DIR=str(root / "var"),
+        CLOAKROOM_PRIVATE_ROOT=str(root / "media"),
+        SECRET_KEY=secrets.token_urlsafe(50),
+        CLOAKROOM_DATA_KEYS=Fernet.generate_key().decode(),
+        CLOAKROOM_SIGNUP_CREDITS="1000",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        CLOAKROOM_DP_QUEUE=f"dp-{tag}",
+        CLOAKROOM_HE_QUEUE=f"he-{tag}",
+        CLOAKROOM_KEYS_QUEUE=f"keys-{tag}",
+        **overrides,
+    )
+
+
+def web_answers(url: str, path: str = "/api/v1/health/") -> bool:
+    """Whether a web server answers at ``url`` (refused while binding, or slow while its first
+    worker imports Django, count as not yet). The health page answers 503 when a service is down,
+    which still means the server is up."""
+    import requests
+
+    try:
+        return requests.get(f"{url.rstrip('/')}{path}", timeout=2).status_code in (200, 503)
+    except requests.RequestException:
+        return False
+
+
+def start_web(pool: ProcessPool, env: Mapping[str, str], *, workers: int = 2, timeout: float = 60) -> str:
+    """Start gunicorn on a free port and wait until it answers; returns its base URL (no trailing /)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    pool.start("gunicorn", gunicorn_args(port=port, workers=workers), env)
+    pool.wait_until("gunicorn to answer", lambda: web_answers(url), timeout=timeout)
+    return url

@@ -23,9 +23,8 @@ from tests.integration.live import (
     ProcessPool,
     celery_worker_args,
     clean_env,
-    free_port,
-    gunicorn_args,
     run_manage,
+    start_web,
     worker_is_ready,
 )
 
@@ -85,20 +84,10 @@ def stack(tmp_path_factory):
         assert result.returncode == 0, f"manage.py {' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
 
     pool = ProcessPool(log_dir=log_dir)
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}/"
     try:
-        web = pool.start("gunicorn", gunicorn_args(port=port), env)
         worker = pool.start("celery-worker", celery_worker_args(queues="default,dp,he,keys", name="embedded"), env)
-
-        def web_answers() -> bool:
-            try:
-                return requests.get(base_url + "api/v1/datasets/", timeout=2).status_code == 200
-            except requests.RequestException:
-                # Refused while binding, or slow while the first worker imports Django.
-                return False
-
-        pool.wait_until("gunicorn to answer", web_answers, timeout=60)
+        base_url = start_web(pool, env) + "/"
+        web = next(p for p in pool.processes if p.name == "gunicorn")
         pool.wait_until("the Celery worker to be ready", lambda: worker_is_ready(worker), timeout=60)
         assert web.alive()
         yield EmbeddedStack(base_url=base_url, env=env, var_dir=var_dir, pool=pool)

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -24,7 +23,6 @@ import pandas as pd
 import psycopg
 import pytest
 import requests
-from cryptography.fernet import Fernet
 
 from cloakroom_client import Client, CloakroomError
 from cloakroom_client import he as client_he
@@ -35,10 +33,9 @@ from tests.integration.live import (
     REPO_ROOT,
     ProcessPool,
     celery_worker_args,
-    clean_env,
-    free_port,
-    gunicorn_args,
     run_manage,
+    site_env,
+    start_web,
     worker_is_ready,
 )
 
@@ -81,20 +78,12 @@ def stack(tmp_path_factory):
     assert redis_url and redis_url.startswith("redis"), "this test needs Redis (set REDIS_URL)"
     tag = uuid.uuid4().hex[:8]
     kek_private, kek_public = new_kek()
-    env = clean_env(
+    env = site_env(
+        root,
+        tag,
         DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{db_name}",
         REDIS_URL=redis_url,
         CELERY_BROKER_URL=redis_url,
-        CLOAKROOM_VAR_DIR=str(root / "var"),
-        CLOAKROOM_PRIVATE_ROOT=str(root / "media"),
-        SECRET_KEY=secrets.token_urlsafe(50),
-        CLOAKROOM_DATA_KEYS=Fernet.generate_key().decode(),
-        CLOAKROOM_SIGNUP_CREDITS="1000",
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        # Queues of this run's own, so parallel runs on one Redis never take each other's tasks.
-        CLOAKROOM_HE_QUEUE=f"he-{tag}",
-        CLOAKROOM_KEYS_QUEUE=f"keys-{tag}",
-        CLOAKROOM_DP_QUEUE=f"dp-{tag}",
         CLOAKROOM_HE_PART_CHUNKS="1",
         # Small enough that a padded ciphertext goes over it, large enough for a real N=8192 context.
         CLOAKROOM_MAX_BUNDLE_FILE_BYTES=str(3 * 1024 * 1024),
@@ -105,23 +94,13 @@ def stack(tmp_path_factory):
     result = run_manage(["migrate", "--noinput"], env)
     assert result.returncode == 0, result.stdout + result.stderr
     pool = ProcessPool(log_dir=tmp_path_factory.mktemp("he-e2e-logs"))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     try:
-        pool.start("gunicorn", gunicorn_args(port=port), env)
+        url = start_web(pool, env)
         worker = pool.start(
             "celery-worker",
             celery_worker_args(queues=f"he-{tag},keys-{tag},default", name=f"he-{tag}", concurrency=2),
             env,
         )
-
-        def answers() -> bool:
-            try:
-                return requests.get(f"{url}/api/v1/health/", timeout=2).status_code in (200, 503)
-            except requests.RequestException:
-                return False
-
-        pool.wait_until("gunicorn to answer", answers, timeout=60)
         pool.wait_until("the Celery worker to be ready", lambda: worker_is_ready(worker), timeout=60)
         yield {"url": url, "env": env, "pool": pool, "root": root, "db": db_name}
     finally:
