@@ -16,6 +16,18 @@ from marketplace.api import DatasetMetadataSerializer
 from marketplace.models import Column, Dataset
 
 
+def _decimal_filter(label: str, max_digits: int, decimal_places: int, placeholder: str) -> forms.DecimalField:
+    """An optional, non-negative decimal filter of the catalogue."""
+    return forms.DecimalField(
+        label=label,
+        required=False,
+        min_value=Decimal("0"),
+        max_digits=max_digits,
+        decimal_places=decimal_places,
+        widget=forms.NumberInput(attrs={"step": "any", "inputmode": "decimal", "placeholder": placeholder}),
+    )
+
+
 class CatalogueFilterForm(forms.Form):
     search = forms.CharField(
         label="Search",
@@ -28,30 +40,9 @@ class CatalogueFilterForm(forms.Form):
         required=False,
         choices=[("", "Any mode"), *Dataset.Mode.choices],
     )
-    min_price = forms.DecimalField(
-        label="Price per ε from",
-        required=False,
-        min_value=Decimal("0"),
-        max_digits=14,
-        decimal_places=2,
-        widget=forms.NumberInput(attrs={"step": "any", "inputmode": "decimal", "placeholder": "0"}),
-    )
-    max_price = forms.DecimalField(
-        label="Price per ε up to",
-        required=False,
-        min_value=Decimal("0"),
-        max_digits=14,
-        decimal_places=2,
-        widget=forms.NumberInput(attrs={"step": "any", "inputmode": "decimal", "placeholder": "any"}),
-    )
-    min_available = forms.DecimalField(
-        label="ε left for sale, at least",
-        required=False,
-        min_value=Decimal("0"),
-        max_digits=12,
-        decimal_places=6,
-        widget=forms.NumberInput(attrs={"step": "any", "inputmode": "decimal", "placeholder": "any"}),
-    )
+    min_price = _decimal_filter("Price per ε from", 14, 2, "0")
+    max_price = _decimal_filter("Price per ε up to", 14, 2, "any")
+    min_available = _decimal_filter("ε left for sale, at least", 12, 6, "any")
     order = forms.ChoiceField(
         label="Sort by",
         required=False,

@@ -142,28 +142,32 @@ def dataset_buy(request: HttpRequest, dataset_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def dataset_publish(request: HttpRequest, dataset_id: int) -> HttpResponse:
-    try:
-        dataset = services.dataset_publish(owner=request.user, dataset_id=dataset_id)
-    except NotFound:
-        raise Http404("No such dataset.") from None
-    except ServiceError as exc:
-        messages.error(request, exc.message)
-        return redirect("dataset-detail", dataset_id=dataset_id)
-    messages.success(request, f"“{dataset.title}” is published: buyers can now find it in the catalogue.")
-    return redirect("dataset-detail", dataset_id=dataset.pk)
+    return _owner_status_change(
+        request, dataset_id, services.dataset_publish, "is published: buyers can now find it in the catalogue."
+    )
 
 
 @login_required
 @require_POST
 def dataset_suspend(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    return _owner_status_change(
+        request,
+        dataset_id,
+        services.dataset_suspend,
+        "is suspended: no new purchases or jobs until you publish it again.",
+    )
+
+
+def _owner_status_change(request: HttpRequest, dataset_id: int, change, outcome: str) -> HttpResponse:
+    """Publish or suspend one of the owner's datasets, and say what happened on its page."""
     try:
-        dataset = services.dataset_suspend(owner=request.user, dataset_id=dataset_id)
+        dataset = change(owner=request.user, dataset_id=dataset_id)
     except NotFound:
         raise Http404("No such dataset.") from None
     except ServiceError as exc:
         messages.error(request, exc.message)
         return redirect("dataset-detail", dataset_id=dataset_id)
-    messages.success(request, f"“{dataset.title}” is suspended: no new purchases or jobs until you publish it again.")
+    messages.success(request, f"“{dataset.title}” {outcome}")
     return redirect("dataset-detail", dataset_id=dataset.pk)
 
 
