@@ -4,7 +4,8 @@ A job on an HE dataset is submitted, reserved and refunded exactly like a DP job
 What differs is the middle:
 
 1. ``run_he_job`` (queue ``he``) claims the job, cuts its ciphertext chunks into parts of
-   ``CLOAKROOM_HE_PART_CHUNKS`` and queues one ``he_part`` task per part.
+   ``CLOAKROOM_HE_PART_CHUNKS``, queues one ``he_part`` task for every part but the first, and
+   computes the first itself.
 2. Each ``he_part`` (any worker process on the ``he`` queue) streams its chunks from the bundle,
    computes every aggregate the plan needs over them (compute/engines/he.py ``aggregate_part``),
    writes the partial ciphertexts next to the bundle and marks its part done. The worker that finishes
@@ -173,13 +174,16 @@ def he_job_start(*, job_id: int) -> str:
         )
         transaction.on_commit(lambda: _enqueue_parts(job_id, token, len(ranges)))
     logger.info("HE job %s started: %d chunks in %d parts", job_id, chunks, len(ranges))
-    return "started"
+    # This process computes the first part itself: one task dispatch fewer, and a one-part job (most
+    # of them) runs start to finish in one task. The other parts are already queued for any worker.
+    return he_part_run(job_id=job_id, claim=token, index=0)
 
 
 def _enqueue_parts(job_id: int, claim: str, parts: int) -> None:
+    """Queue every part but the first, which the job-start task computes itself."""
     from compute.tasks import run_he_part
 
-    for index in range(parts):
+    for index in range(1, parts):
         run_he_part.apply_async(args=[job_id, claim, index], queue=settings.CLOAKROOM_HE_QUEUE)
 
 
