@@ -48,8 +48,8 @@ POLL_EVERY = "2s"
 # The query form on the dataset page
 
 
-def _purchases(user: User, dataset: Dataset) -> list:
-    if not (user.is_authenticated and dataset.mode == Dataset.Mode.DP):
+def _purchases(user: User, dataset: Dataset, mode: str = Dataset.Mode.DP) -> list:
+    if not (user.is_authenticated and dataset.mode == mode):
         return []
     return list(market.purchase_list(user=user).filter(dataset=dataset).order_by("created_at", "id"))
 
@@ -201,11 +201,17 @@ def estimate_fragment(request: HttpRequest, dataset_id: int) -> HttpResponse:
     return render(request, "compute/_estimate.html", {"estimate": context})
 
 
-def _dataset_page(request: HttpRequest, dataset: Dataset, query: dict[str, Any], status: int = 200) -> HttpResponse:
+def _dataset_page(
+    request: HttpRequest,
+    dataset: Dataset,
+    query: dict[str, Any] | None,
+    status: int = 200,
+    he_query: dict[str, Any] | None = None,
+) -> HttpResponse:
     # The dataset page is the marketplace's; its context comes from there, the query form from here.
     from marketplace.views import _detail_context
 
-    context = {**_detail_context(request, dataset), "query_panel": query}
+    context = {**_detail_context(request, dataset), "query_panel": query, "he_query_panel": he_query}
     return render(request, "marketplace/dataset_detail.html", context, status=status)
 
 
@@ -347,3 +353,109 @@ def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
     else:
         messages.success(request, f"Job {job.pk} was cancelled and its ε {job.epsilon.normalize():f} refunded.")
     return redirect("job-detail", job_id=job.pk)
+
+
+# ---------------------------------------------------------------------------------------------
+# The query form of an HE dataset
+
+
+def he_query_context(*, user: User, dataset: Dataset, data: QueryDict | None = None) -> dict[str, Any] | None:
+    """Context for an HE dataset's query form, or None when the user holds no purchase of it."""
+    from compute.he_forms import HeQueryForm
+
+    purchases = _purchases(user, dataset, Dataset.Mode.HE)
+    if not purchases:
+        return None
+    if data is not None:
+        form = HeQueryForm(data, dataset=dataset, purchases=purchases)
+        estimate = _he_estimate(user, form)
+    else:
+        # Start on a question the dataset can answer: the mean of its first numeric column, or counts.
+        form = HeQueryForm(dataset=dataset, purchases=purchases)
+        columns = form.fields["column"].choices
+        numeric = [name for name, label in columns if "(numeric" in label]
+        start = (
+            {"aggregate": "mean", "column": numeric[0]} if numeric else {"aggregate": "count", "column": columns[0][0]}
+        )
+        initial = {"purchase": purchases[0].pk, "epsilon": form.fields["epsilon"].initial, **start}
+        form = HeQueryForm(initial={**form.initial, **initial}, dataset=dataset, purchases=purchases)
+        estimate = _he_estimate(user, HeQueryForm(initial, dataset=dataset, purchases=purchases))
+    return {
+        "dataset": dataset,
+        "form": form,
+        "estimate": estimate,
+        "open": dataset.status == Dataset.Status.PUBLISHED,
+    }
+
+
+def _form_errors(form) -> list[tuple[str, str]]:
+    labels = form.fields
+    return [(str(labels[n].label if n in labels else "Query"), str(e)) for n, es in form.errors.items() for e in es]
+
+
+def _he_estimate(user: User, form) -> dict[str, Any]:
+    if not form.is_valid():
+        return {"errors": _form_errors(form)}
+    try:
+        est = services.job_estimate(
+            user=user,
+            purchase_id=form.cleaned_data["purchase"],
+            query=form.job_body(),
+            epsilon=form.cleaned_data["epsilon"],
+        )
+    except ServiceError as exc:
+        form.attach(exc)
+        return {"errors": _form_errors(form)}
+    return {
+        "estimate": est,
+        "noise_scale": presentation.fmt(est.noise_scale),
+        "halfwidth": None if est.ci95_halfwidth is None else presentation.fmt(est.ci95_halfwidth),
+        "in_ranks": False,
+    }
+
+
+@login_required
+@require_POST
+def he_estimate_fragment(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    """The estimate panel of an HE dataset's query form (htmx). Spends nothing."""
+    dataset = _dataset_for_query(request, dataset_id)
+    context = he_query_context(user=request.user, dataset=dataset, data=request.POST)
+    if context is None:
+        raise Http404("You hold no purchase of this dataset.")
+    return render(request, "compute/_estimate.html", {"estimate": context["estimate"]})
+
+
+@login_required
+@require_POST
+def he_job_submit(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    """Submit an HE dataset's query form: the job goes to the HE workers, then waits for the owner's key."""
+    dataset = _dataset_for_query(request, dataset_id)
+    query = he_query_context(user=request.user, dataset=dataset, data=request.POST)
+    if query is None:
+        raise Http404("You hold no purchase of this dataset.")
+    form = query["form"]
+    status = 400
+    if form.is_valid():
+        c = form.cleaned_data
+        try:
+            job, created = services.job_submit(
+                buyer=request.user,
+                purchase_id=c["purchase"],
+                kind=Job.Kind.QUERY,
+                query=form.job_body(),
+                epsilon=c["epsilon"],
+                idempotency_key=f"form-{c['form_token']}" if c.get("form_token") else None,
+            )
+        except ServiceError as exc:
+            form.attach(exc)
+            status = exc.status_code if exc.status_code != 404 else 400
+        else:
+            if created:
+                messages.success(
+                    request,
+                    f"Job {job.pk} is queued: ε {job.epsilon.normalize():f} is reserved. It is computed under "
+                    "encryption, then waits for the owner's key holder to decrypt and noise it.",
+                )
+            return redirect("job-detail", job_id=job.pk)
+    query["estimate"] = None
+    return _dataset_page(request, dataset, None, status=status, he_query=query)

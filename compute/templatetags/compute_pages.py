@@ -10,7 +10,7 @@ from typing import Any
 
 from django import template
 
-from compute.views import query_context
+from compute.views import he_query_context, query_context
 
 register = template.Library()
 
@@ -25,6 +25,17 @@ def query_section(context: template.Context) -> dict[str, Any]:
     request = context["request"]
     dataset = context["dataset"]
     query = context.get("query_panel")
-    if query is None:
+    he_query = context.get("he_query_panel")
+    if dataset.mode == "he":
+        query = None
+        if he_query is None:
+            he_query = he_query_context(user=request.user, dataset=dataset)
+    elif query is None:
         query = query_context(user=request.user, dataset=dataset)
-    return {"query": query, "request": request, "csrf_token": context.get("csrf_token"), "user": request.user}
+    return {
+        "query": query,
+        "he_query": he_query,
+        "request": request,
+        "csrf_token": context.get("csrf_token"),
+        "user": request.user,
+    }

@@ -260,3 +260,46 @@ def test_the_job_page_says_the_job_waits_for_the_key_then_shows_the_ckks_receipt
     page = client.get(f"/jobs/{job_id}/body/").content.decode()
     assert "homomorphic encryption (CKKS)" in page and "N = 8192" in page and "60, 40, 40, 60 bits" in page
     assert "Precision lost to encryption" in page and "hx-trigger" not in page
+
+
+def test_the_dataset_page_offers_hes_query_form_with_a_live_estimate_and_submits_jobs(
+    client, buyer, he_purchase, eager_tasks, django_capture_on_commit_callbacks
+):
+    dataset = Dataset.objects.get(mode="he")
+    client.force_login(buyer)
+    page = client.get(f"/datasets/{dataset.pk}/").content.decode()
+    assert 'id="he-query-form"' in page
+    assert "age (numeric, 0 to 100)" in page and "ward (categories: A, B)" in page and "ward is B" in page
+    # The opening estimate is for the mean of the first numeric column.
+    assert "noisy count and noisy centred sum" in page
+
+    estimate = client.post(
+        f"/datasets/{dataset.pk}/he-query/estimate/",
+        {"purchase": he_purchase, "aggregate": "count", "column": "ward", "epsilon": "0.5"},
+    ).content.decode()
+    assert "two-sided geometric" in estimate and "Price" in estimate
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            f"/datasets/{dataset.pk}/he-query/",
+            {"purchase": he_purchase, "aggregate": "sum", "column": "bmi", "filter": "ward=A", "epsilon": "0.5"},
+        )
+    job = Job.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/jobs/{job.pk}/"
+    assert job.spec == {"aggregate": "sum", "column": "bmi", "filter": {"column": "ward=A"}}
+    assert job.status == Job.Status.AWAITING_KEY
+
+
+def test_a_bad_he_form_input_is_shown_beside_its_field_and_keeps_what_was_typed(client, buyer, he_purchase):
+    dataset = Dataset.objects.get(mode="he")
+    client.force_login(buyer)
+    response = client.post(
+        f"/datasets/{dataset.pk}/he-query/",
+        {"purchase": he_purchase, "aggregate": "mean", "column": "ward", "epsilon": "-2"},
+    )
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert 'value="-2"' in page and 'value="ward" selected' in page  # what was typed is kept
+    # The reason sits beside the epsilon field, in the element its aria-describedby points at.
+    assert '<small class="field-error" id="he_query_epsilon_error">Must be a finite number greater than 0.' in page
+    assert Job.objects.count() == 0
