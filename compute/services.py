@@ -415,22 +415,6 @@ def job_estimate(
     )
 
 
-def _he_halfwidth(plan, rows: int | None) -> float | None:
-    """The 95% half-width of an HE job's answer (noise plus the CKKS bound), where it can be stated."""
-    main = next(c for c in plan.components if c.name == plan.layout["main"])
-    kind = plan.layout["kind"]
-    if kind in ("sum", "counts", "regression"):
-        return main.noise.halfwidth() + main.ckks_error
-    if rows is None:
-        return None
-    parts = {c.name: c.noise for c in plan.components}
-    holder = dp.Plan(query=None, epsilon=plan.epsilon, delta=0.0, parts=parts)  # only .parts is read
-    radius = (plan.layout["upper"] - plan.layout["lower"]) / 2.0
-    if kind == "mean":
-        return dp.mean_halfwidth(holder, float(rows), 0.0)
-    return dp.variance_halfwidth(holder, float(rows), radius)
-
-
 def _he_estimate(
     *, purchase: Purchase, query: Any, epsilon: Any, delta: Any, target: float | None, rows
 ) -> JobEstimate:
@@ -442,24 +426,25 @@ def _he_estimate(
     if isinstance(query, dict) and query.get("filter"):
         rows = None  # the filtered subset's size is private
     if target is not None:
-        lo, hi = 1e-6, 1e6
         if rows is None and plan.layout["kind"] in ("mean", "variance"):
             raise ValidationFailed(
                 "ci95_halfwidth: the interval of a mean or variance depends on the row count, which is private "
                 "here; give epsilon instead.",
                 fields={"ci95_halfwidth": ["Needs a public row count; give epsilon instead."]},
             )
-        for _ in range(80):
-            mid = math.sqrt(lo * hi)
-            width = _he_halfwidth(prepare_he_query(dataset=dataset, query=query, eps=Decimal(str(mid)), dlt=dlt), rows)
-            if width is not None and width <= target:
-                hi = mid
-            else:
-                lo = mid
-        eps = Decimal(str(hi)).quantize(EPSILON_QUANTUM, rounding=ROUND_UP)
+
+        def width(e: float) -> float:
+            return prepare_he_query(dataset=dataset, query=query, eps=Decimal(str(e)), dlt=dlt).estimate_halfwidth(rows)
+
+        try:
+            # Finer than the DP search: the answer is quoted to the ledger's 6 decimal places.
+            found = dp.smallest_epsilon(width, target, ratio=1.0 + 1e-9)
+        except dp.QueryError as exc:
+            raise _query_error(exc) from None
+        eps = Decimal(str(found)).quantize(EPSILON_QUANTUM, rounding=ROUND_UP)
         plan = prepare_he_query(dataset=dataset, query=query, eps=eps, dlt=dlt)
     remaining = purchase.epsilon - purchase.epsilon_used
-    halfwidth = _he_halfwidth(plan, rows)
+    halfwidth = plan.estimate_halfwidth(rows)
     return JobEstimate(
         epsilon=eps,
         delta=dlt,

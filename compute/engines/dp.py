@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import product
 from typing import Any
@@ -554,12 +555,18 @@ def epsilon_for_halfwidth(
             )
         return h
 
+    return smallest_epsilon(width, halfwidth)
+
+
+def smallest_epsilon(width: Callable[[float], float], halfwidth: float, *, ratio: float = 1.001) -> float:
+    """The smallest epsilon (to within ``ratio``) at which ``width(epsilon)``, a half-width that falls
+    as epsilon grows, is at most ``halfwidth``; a QueryError if no epsilon up to 10^6 reaches it."""
     lo, hi = 1e-6, 1.0
     while width(hi) > halfwidth:
         hi *= 2.0
         if hi > 1e6:
             raise QueryError("ci95_halfwidth", "No epsilon up to 10^6 reaches that accuracy.")
-    while hi / lo > 1.001:
+    while hi / lo > ratio:
         mid = math.sqrt(lo * hi)
         if width(mid) > halfwidth:
             lo = mid

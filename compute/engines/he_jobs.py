@@ -82,6 +82,11 @@ class Component:
     noise: dp.Additive
     ckks_error: float  # bound on the CKKS error in the un-noised value
 
+    @property
+    def halfwidth(self) -> float:
+        """The 95% half-width of this component: its noise's, widened by the CKKS error bound."""
+        return self.noise.halfwidth() + self.ckks_error
+
     def for_key_holder(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -113,9 +118,33 @@ class Plan:
         return max(len(a.factors) - 1 + int(a.weighted) for a in self.aggregates) if self.aggregates else 0
 
     @property
+    def main(self) -> Component:
+        """The component whose noise scale is quoted for the whole answer."""
+        name = self.layout.get("main", self.components[0].name)
+        return next(c for c in self.components if c.name == name)
+
+    @property
     def noise_scale(self) -> float:
-        main = self.layout.get("main", self.components[0].name)
-        return next(c.noise.scale for c in self.components if c.name == main)
+        return self.main.noise.scale
+
+    def _parts(self) -> _Parts:
+        return _Parts({c.name: c.noise for c in self.components})
+
+    def estimate_halfwidth(self, rows: float | None) -> float | None:
+        """The answer's 95% half-width before it runs, or None where it depends on a row count not given.
+
+        Sums, counts and regression statistics: the main component's noise plus the CKKS bound. Means and
+        variances: the DP engine's bounds for ``rows`` rows (a worst case over the declared bounds).
+        """
+        kind = self.layout["kind"]
+        if kind in ("sum", "counts", "regression"):
+            return self.main.halfwidth
+        if rows is None:
+            return None
+        radius = (self.layout["upper"] - self.layout["lower"]) / 2.0
+        if kind == "mean":
+            return dp.mean_halfwidth(self._parts(), float(rows), 0.0)
+        return dp.variance_halfwidth(self._parts(), float(rows), radius)
 
     def key_plan(self) -> list[dict[str, Any]]:
         return [c.for_key_holder() for c in self.components]
@@ -156,22 +185,17 @@ class Plan:
         extra: dict[str, Any] = {}
         if kind == "counts":
             for name, key in self.layout["groups"]:
-                c = comps[name]
                 value = max(0, int(round(noisy[name])))
-                h = c.noise.halfwidth() + c.ckks_error
+                h = comps[name].halfwidth
                 groups.append({"key": key, "value": value, "ci95": [max(0.0, value - h), value + h]})
         elif kind == "sum":
-            c = comps[self.layout["main"]]
-            value = noisy[c.name]
-            h = c.noise.halfwidth() + c.ckks_error
+            value = noisy[self.main.name]
+            h = self.main.halfwidth
             groups.append({"key": {}, "value": value, "ci95": [value - h, value + h]})
         elif kind in ("mean", "variance"):
             lower, upper = self.layout["lower"], self.layout["upper"]
             mid, radius = (lower + upper) / 2.0, (upper - lower) / 2.0
-            parts = {"count": comps["count"].noise, "sum": comps["sum"].noise}
-            if kind == "variance":
-                parts["sumsq"] = comps["sumsq"].noise
-            holder = _Parts(parts)
+            holder = self._parts()
             count = max(noisy["count"], 1.0)
             m = float(np.clip(noisy["sum"] / count, -radius, radius))
             ckks_sum = comps["sum"].ckks_error + abs(m) * comps["count"].ckks_error
@@ -188,9 +212,10 @@ class Plan:
         elif kind == "regression":
             extra["regression"] = _regression(self.layout, noisy)
             for c in self.components:
-                h = c.noise.halfwidth() + c.ckks_error
                 value = noisy[c.name]
-                groups.append({"key": {"statistic": c.label}, "value": value, "ci95": [value - h, value + h]})
+                groups.append(
+                    {"key": {"statistic": c.label}, "value": value, "ci95": [value - c.halfwidth, value + c.halfwidth]}
+                )
             note = "each statistic: 95% interval of its own noise, widened by the CKKS error"
         else:  # pragma: no cover - the planner sets one of the kinds above
             raise ValueError(kind)

@@ -303,3 +303,13 @@ def test_a_bad_he_form_input_is_shown_beside_its_field_and_keeps_what_was_typed(
     # The reason sits beside the epsilon field, in the element its aria-describedby points at.
     assert '<small class="field-error" id="he_query_epsilon_error">Must be a finite number greater than 0.' in page
     assert Job.objects.count() == 0
+
+
+def test_an_accuracy_finer_than_the_ckks_error_is_refused_naming_the_field(buyer_client, he_purchase):
+    response = buyer_client.post(
+        "/api/v1/jobs/estimate/",
+        {"purchase": he_purchase, "query": {"aggregate": "sum", "column": "age"}, "ci95_halfwidth": 1e-9},
+        format="json",
+    )
+    assert response.status_code == 400, response.json()
+    assert "No epsilon up to 10^6" in response.json()["error"]["fields"]["ci95_halfwidth"][0]
