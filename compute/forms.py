@@ -78,6 +78,28 @@ class _Current:
         return [str(v) for v in self.initial.get(name) or []]  # type: ignore[attr-defined]
 
 
+def epsilon_field() -> forms.CharField:
+    """The epsilon a query spends, as typed (the services turn it into an exact Decimal)."""
+    return forms.CharField(
+        label="Epsilon (ε) to spend",
+        initial="0.1",
+        max_length=40,
+        widget=forms.NumberInput(attrs={**NUMBER, "min": "0"}),
+        help_text="More epsilon, less noise, higher price.",
+    )
+
+
+def spend_from(form: forms.Form, purchases: list[Purchase]) -> None:
+    """Offer the buyer's purchases of the dataset in ``form``'s purchase control (hidden when there is
+    one), and give an unbound form a fresh token, so that a double submission makes one job."""
+    form.fields["purchase"].choices = [(p.pk, _purchase_label(p)) for p in purchases]
+    if len(purchases) == 1:
+        form.fields["purchase"].widget = forms.HiddenInput()
+        form.fields["purchase"].initial = purchases[0].pk
+    if not form.is_bound and not form.initial.get("form_token"):
+        form.initial["form_token"] = secrets.token_urlsafe(12)
+
+
 class QueryForm(_Current, forms.Form):
     """The query and its budget. Which controls appear depends on the aggregate and the columns'
     declared kinds; see ``visible`` and the column choices set in ``__init__``."""
@@ -102,13 +124,7 @@ class QueryForm(_Current, forms.Form):
         help_text="Equal-width bins over the column's declared bounds.",
     )
     group_by = OpenMultipleChoiceField(label="Group by", required=False, widget=forms.CheckboxSelectMultiple)
-    epsilon = forms.CharField(
-        label="Epsilon (ε) to spend",
-        initial="0.1",
-        max_length=40,
-        widget=forms.NumberInput(attrs={**NUMBER, "min": "0"}),
-        help_text="More epsilon, less noise, higher price.",
-    )
+    epsilon = epsilon_field()
     delta = forms.CharField(
         label="Delta (δ)",
         required=False,
@@ -133,12 +149,7 @@ class QueryForm(_Current, forms.Form):
         super().__init__(*args, **kwargs)
         self.schema = schema
         self.purchases = purchases
-        self.fields["purchase"].choices = [(p.pk, _purchase_label(p)) for p in purchases]
-        if len(purchases) == 1:
-            self.fields["purchase"].widget = forms.HiddenInput()
-            self.fields["purchase"].initial = purchases[0].pk
-        if not self.is_bound and not self.initial.get("form_token"):
-            self.initial["form_token"] = secrets.token_urlsafe(12)
+        spend_from(self, purchases)
 
         aggregate = self.aggregate_value
         column = self.fields["column"]

@@ -7,12 +7,11 @@ holds becomes the same job body the API takes, and the same services judge it.
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from django import forms
 
-from compute.forms import NUMBER, _purchase_label
+from compute.forms import epsilon_field, spend_from
 from config.exceptions import ServiceError
 from marketplace.models import Column, Dataset, Purchase
 
@@ -35,13 +34,7 @@ class HeQueryForm(forms.Form):
         required=False,
         help_text="An encrypted category or yes/no column; multiplying by it needs a dataset encrypted for products.",
     )
-    epsilon = forms.CharField(
-        label="Epsilon (ε) to spend",
-        initial="0.1",
-        max_length=40,
-        widget=forms.NumberInput(attrs={**NUMBER, "min": "0"}),
-        help_text="More epsilon, less noise, higher price.",
-    )
+    epsilon = epsilon_field()
     form_token = forms.CharField(widget=forms.HiddenInput, required=False)
 
     def __init__(self, *args: Any, dataset: Dataset, purchases: list[Purchase], **kwargs: Any) -> None:
@@ -49,12 +42,7 @@ class HeQueryForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.dataset = dataset
         self.products = "product" in (dataset.bundle_manifest or {}).get("job_classes", [])
-        self.fields["purchase"].choices = [(p.pk, _purchase_label(p)) for p in purchases]
-        if len(purchases) == 1:
-            self.fields["purchase"].widget = forms.HiddenInput()
-            self.fields["purchase"].initial = purchases[0].pk
-        if not self.is_bound and not self.initial.get("form_token"):
-            self.initial["form_token"] = secrets.token_urlsafe(12)
+        spend_from(self, purchases)
         if not self.products:
             self.fields["aggregate"].choices = [c for c in AGGREGATES if c[0] not in MULTIPLYING]
         columns = list(Column.objects.filter(dataset=dataset).order_by("position"))

@@ -153,7 +153,7 @@ def he_job_start(*, job_id: int) -> str:
         return "skipped"
     job = Job.objects.select_related("dataset").get(pk=job_id)
     try:
-        he_plan(job)
+        plan = he_plan(job)
     except QueryError as exc:
         job_fail(job_id=job_id, reason=f"The query no longer fits the dataset: {exc.message}", claim=token)
         return "failed"
@@ -176,7 +176,7 @@ def he_job_start(*, job_id: int) -> str:
     logger.info("HE job %s started: %d chunks in %d parts", job_id, chunks, len(ranges))
     # This process computes the first part itself: one task dispatch fewer, and a one-part job (most
     # of them) runs start to finish in one task. The other parts are already queued for any worker.
-    return he_part_run(job_id=job_id, claim=token, index=0)
+    return he_part_run(job_id=job_id, claim=token, index=0, plan=plan)
 
 
 def _enqueue_parts(job_id: int, claim: str, parts: int) -> None:
@@ -191,8 +191,9 @@ def _partial_name(claim: str, index: int, aggregate: str) -> str:
     return f"{claim}.p{index:05d}.{aggregate}.ct"
 
 
-def he_part_run(*, job_id: int, claim: str, index: int) -> str:
-    """Compute one part of an HE job; the last part to finish combines them all."""
+def he_part_run(*, job_id: int, claim: str, index: int, plan: he_jobs.Plan | None = None) -> str:
+    """Compute one part of an HE job; the last part to finish combines them all. ``plan`` saves the
+    job-start task planning the job a second time for the part it computes itself."""
     from compute.engines import he as engine
     from compute.services import job_fail
 
@@ -205,7 +206,7 @@ def he_part_run(*, job_id: int, claim: str, index: int) -> str:
         return "skipped"
     dataset = job.dataset
     try:
-        plan = he_plan(job)
+        plan = plan if plan is not None else he_plan(job)
         manifest = dataset.bundle_manifest
         columns = he_jobs.manifest_columns(manifest)
         folder = bundle_folder(dataset)

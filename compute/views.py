@@ -414,14 +414,20 @@ def _he_estimate(user: User, form) -> dict[str, Any]:
     }
 
 
-@login_required
-@require_POST
-def he_estimate_fragment(request: HttpRequest, dataset_id: int) -> HttpResponse:
-    """The estimate panel of an HE dataset's query form (htmx). Spends nothing."""
+def _posted_he_query(request: HttpRequest, dataset_id: int) -> tuple[Dataset, dict[str, Any]]:
+    """The dataset and its HE query form as posted; a 404 for a user holding no purchase of it."""
     dataset = _dataset_for_query(request, dataset_id)
     context = he_query_context(user=request.user, dataset=dataset, data=request.POST)
     if context is None:
         raise Http404("You hold no purchase of this dataset.")
+    return dataset, context
+
+
+@login_required
+@require_POST
+def he_estimate_fragment(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    """The estimate panel of an HE dataset's query form (htmx). Spends nothing."""
+    _, context = _posted_he_query(request, dataset_id)
     return render(request, "compute/_estimate.html", {"estimate": context["estimate"]})
 
 
@@ -429,10 +435,7 @@ def he_estimate_fragment(request: HttpRequest, dataset_id: int) -> HttpResponse:
 @require_POST
 def he_job_submit(request: HttpRequest, dataset_id: int) -> HttpResponse:
     """Submit an HE dataset's query form: the job goes to the HE workers, then waits for the owner's key."""
-    dataset = _dataset_for_query(request, dataset_id)
-    query = he_query_context(user=request.user, dataset=dataset, data=request.POST)
-    if query is None:
-        raise Http404("You hold no purchase of this dataset.")
+    dataset, query = _posted_he_query(request, dataset_id)
     form = query["form"]
     status = 400
     if form.is_valid():
