@@ -21,7 +21,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -62,6 +62,22 @@ def _positive(label: str, field: str, value: Any) -> float:
     return number
 
 
+def _named(entries: list, kind: str, job: int, seen: set[str]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Each entry of a plan's list with its label (``aggregate 'a0'``), once it is checked to be an
+    object with a non-empty name not seen before; the names are added to ``seen``."""
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            raise ReleaseError(f"plan of job {job}: {kind} {i} must be an object")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name:
+            raise ReleaseError(f"plan of job {job}: {kind} {i} needs a non-empty 'name'")
+        label = f"{kind} {name!r}"
+        if name in seen:
+            raise ReleaseError(f"{label}: named twice in the plan")
+        seen.add(name)
+        yield label, entry
+
+
 def check_plan(plan: Any) -> None:
     """Raise :class:`ReleaseError` naming the offending part if ``plan`` cannot be released safely.
 
@@ -83,16 +99,7 @@ def check_plan(plan: Any) -> None:
     if not isinstance(aggregates, list):
         raise ReleaseError(f"plan of job {job}: 'aggregates' must be a list")
     names: set[str] = set()
-    for i, aggregate in enumerate(aggregates):
-        if not isinstance(aggregate, Mapping):
-            raise ReleaseError(f"plan of job {job}: aggregate {i} must be an object")
-        name = aggregate.get("name")
-        if not isinstance(name, str) or not name:
-            raise ReleaseError(f"plan of job {job}: aggregate {i} needs a non-empty 'name'")
-        label = f"aggregate {name!r}"
-        if name in names:
-            raise ReleaseError(f"{label}: named twice in the plan")
-        names.add(name)
+    for label, aggregate in _named(aggregates, "aggregate", job, names):
         length = aggregate.get("length")
         if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
             raise ReleaseError(f"{label}: 'length' must be a positive integer, got {length!r}")
@@ -100,18 +107,7 @@ def check_plan(plan: Any) -> None:
     components = plan.get("components")
     if not isinstance(components, list) or not components:
         raise ReleaseError(f"plan of job {job}: 'components' must be a non-empty list")
-    seen: set[str] = set()
-    for i, component in enumerate(components):
-        if not isinstance(component, Mapping):
-            raise ReleaseError(f"plan of job {job}: component {i} must be an object")
-        name = component.get("name")
-        if not isinstance(name, str) or not name:
-            raise ReleaseError(f"plan of job {job}: component {i} needs a non-empty 'name'")
-        label = f"component {name!r}"
-        if name in seen:
-            raise ReleaseError(f"{label}: named twice in the plan")
-        seen.add(name)
-
+    for label, component in _named(components, "component", job, set()):
         terms = component.get("terms")
         if not isinstance(terms, list):
             raise ReleaseError(f"{label}: 'terms' must be a list of [aggregate, coefficient] pairs")
