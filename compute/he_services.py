@@ -312,8 +312,6 @@ def escrow_release(*, job_id: int) -> str:
     except (OSError, EscrowError, ReleaseError, ValueError) as exc:
         logger.error("job %s: the escrowed key could not release it: %s", job_id, type(exc).__name__)
         return "failed"
-    finally:
-        secret = None
     try:
         he_release(job=job, values=values)
     except Conflict:
