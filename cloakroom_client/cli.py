@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from decimal import Decimal, InvalidOperation
 
 from cloakroom_client.client import Client, CloakroomError
 
@@ -105,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--metadata", required=True, help="JSON file: title, description, epsilon_cap, price_per_epsilon, ..."
     )
     p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar on stderr")
+    p.add_argument(
+        "--keystore",
+        default=None,
+        help="the keystore holding the bundle's key, where the epsilon cap is recorded for the key agent "
+        "(default $CLOAKROOM_KEYSTORE or ~/.cloakroom/keys)",
+    )
 
     p = he_sub.add_parser(
         "escrow",
@@ -141,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="one pass, then exit: 0 if every job found was released or skipped for a missing key, 1 if any failed",
     )
+    p.add_argument(
+        "--epsilon-cap",
+        type=_positive_decimal,
+        default=None,
+        help="the most epsilon this agent releases per bundle, over all jobs (default: the cap recorded in the "
+        "keystore when the bundle was published from this machine)",
+    )
     return parser
 
 
@@ -151,6 +165,16 @@ def _positive_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError("must be a number of seconds > 0")
+    return value
+
+
+def _positive_decimal(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value.is_finite() or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number greater than 0, got {text!r}")
     return value
 
 
@@ -207,7 +231,7 @@ def _he_publish(args: argparse.Namespace, client: Client) -> int:
         return 1
     with open(args.metadata, encoding="utf-8") as handle:
         metadata = json.load(handle)
-    _print(publish_bundle(client, args.bundle, metadata, progress=not args.no_progress))
+    _print(publish_bundle(client, args.bundle, metadata, progress=not args.no_progress, keystore=args.keystore))
     return 0
 
 
@@ -267,7 +291,9 @@ class KeyAgent:
     failing server never receives two independent noisy copies of the same answer.
     """
 
-    def __init__(self, client: Client, keystore: str | None, log: logging.Logger):
+    def __init__(
+        self, client: Client, keystore: str | None, log: logging.Logger, epsilon_cap: Decimal | None = None
+    ):
         from cloakroom_client import he
 
         self.he = he
@@ -280,6 +306,7 @@ class KeyAgent:
         self.failures: dict[int, str] = {}  # job id -> last error logged, so a repeat is not logged again
         self.in_job = False
         self.stopping = False
+        self.epsilon_cap = epsilon_cap
 
     # Signals: inside a release the first one lets the job finish; otherwise (or a second time) stop now.
     def on_signal(self, signum, frame) -> None:
@@ -339,7 +366,7 @@ class KeyAgent:
         """Release one job; returns "released", "skipped" or "failed"."""
         import requests
 
-        from cloakroom_client.release import ReleaseError, check_plan, release_job
+        from cloakroom_client.release import EpsilonLedger, ReleaseError, check_plan, release_job
 
         job = plan.get("job") if isinstance(plan, dict) else None
         try:
@@ -349,8 +376,15 @@ class KeyAgent:
         context, missing = self.context_for(plan["bundle_id"])
         if context is None:
             return "skipped" if missing else "failed"
+        bundle_id = plan["bundle_id"]
         try:
-            released = release_job(self.client, plan, context, drawn=self.drawn)
+            manifest = self.he.load_local_manifest(bundle_id, self.keystore)
+        except self.he.HEError as exc:
+            return self._failed(job, f"refused: {exc}")
+        cap = self.epsilon_cap if self.epsilon_cap is not None else self.he.load_epsilon_cap(bundle_id, self.keystore)
+        ledger = EpsilonLedger(self.he.ledger_path(bundle_id, self.keystore), cap)
+        try:
+            released = release_job(self.client, plan, context, manifest=manifest, drawn=self.drawn, ledger=ledger)
         except CloakroomError as exc:
             if exc.status == 404 or exc.code == "job_not_awaiting_key":
                 self.drawn.pop(job, None)
@@ -465,7 +499,7 @@ def _key_agent(args: argparse.Namespace, client: Client) -> int:
     except ImportError as exc:
         log.error("the key agent needs TenSEAL (pip install tenseal): %s", exc)
         return 1
-    return KeyAgent(client, args.keystore, log).run(interval=args.interval, once=args.once, url=client.url)
+    return KeyAgent(client, args.keystore, log, args.epsilon_cap).run(interval=args.interval, once=args.once, url=client.url)
 
 
 def main(argv: list[str] | None = None) -> int:

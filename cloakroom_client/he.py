@@ -192,6 +192,67 @@ def _write_secret(bundle_id: str, data: bytes, keystore: str | os.PathLike | Non
     return path
 
 
+def manifest_copy_path(bundle_id: str, keystore: str | os.PathLike | None = None) -> Path:
+    """The owner's own copy of a bundle's manifest, beside its key: what the key agent plans from."""
+    return keystore_dir(keystore) / f"{_check_bundle_id(bundle_id)}.manifest.json"
+
+
+def policy_path(bundle_id: str, keystore: str | os.PathLike | None = None) -> Path:
+    """The owner's epsilon cap for a bundle, written when it is published from this machine."""
+    return keystore_dir(keystore) / f"{_check_bundle_id(bundle_id)}.policy.json"
+
+
+def ledger_path(bundle_id: str, keystore: str | os.PathLike | None = None) -> Path:
+    """The key holder's append-only record of the epsilon it released for a bundle."""
+    return keystore_dir(keystore) / f"{_check_bundle_id(bundle_id)}.ledger.jsonl"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a small keystore file, 0600, atomically (a temporary file renamed over it)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def load_local_manifest(bundle_id: str, keystore: str | os.PathLike | None = None) -> dict:
+    """The owner's copy of a bundle's manifest from the keystore. Raises HEError if it is missing."""
+    path = manifest_copy_path(bundle_id, keystore)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HEError(
+            f"no local manifest for bundle {bundle_id} in {path.parent} (copy the bundle's manifest.json "
+            f"there as {path.name})"
+        )
+    except (OSError, ValueError) as exc:
+        raise HEError(f"{path} cannot be read as a manifest ({type(exc).__name__})")
+    if not isinstance(manifest, dict) or manifest.get("bundle_id") != bundle_id:
+        raise HEError(f"{path} is not the manifest of bundle {bundle_id}")
+    return manifest
+
+
+def write_policy(bundle_id: str, epsilon_cap: Any, keystore: str | os.PathLike | None = None) -> Path:
+    """Record the owner's epsilon cap for a bundle in the keystore (what the key agent enforces)."""
+    path = policy_path(bundle_id, keystore)
+    _write_private(path, json.dumps({"bundle_id": bundle_id, "epsilon_cap": str(epsilon_cap)}) + "\n")
+    return path
+
+
+def load_epsilon_cap(bundle_id: str, keystore: str | os.PathLike | None = None) -> str | None:
+    """The owner's epsilon cap for a bundle from the keystore, or None when none was recorded."""
+    try:
+        policy = json.loads(policy_path(bundle_id, keystore).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    cap = policy.get("epsilon_cap") if isinstance(policy, dict) else None
+    return str(cap) if cap is not None else None
+
+
 def load_secret_context(bundle_id: str, keystore: str | os.PathLike | None = None) -> ts.Context:
     """The secret context of a bundle from the keystore. Raises HEError if it is missing or public."""
     path = secret_key_path(bundle_id, keystore)
@@ -618,6 +679,9 @@ def encrypt_csv(
         temporary.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         os.replace(temporary, out / MANIFEST)
         written[-1] = out / MANIFEST
+        # The owner's own copy, beside the key: the key agent plans every job from it and never from
+        # the server's word.
+        _write_private(manifest_copy_path(bundle_id, keystore), json.dumps(manifest, indent=2) + "\n")
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)

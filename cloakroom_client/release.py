@@ -8,7 +8,14 @@ any other key holder:
 
 * :func:`check_plan` refuses a plan that is malformed or asks for less noise than its own epsilon
   and sensitivity imply, before anything is decrypted;
-* :func:`noisy_values` decrypts, combines and adds the noise; only the noisy values leave it;
+* :func:`noisy_values` plans the job again from its query and epsilon and the key holder's OWN copy
+  of the bundle's manifest (:func:`cloakroom_client.protocol.he_plan.verify_key_plan`) and refuses a
+  served plan that differs in any aggregate, length, term, offset, mechanism, epsilon, sensitivity,
+  granularity or scale; then it decrypts, combines and releases each component on its grid with
+  exact discrete noise (:mod:`cloakroom_client.protocol.noise`), from its own plan, never the
+  server's numbers; only the noisy values leave it;
+* :class:`EpsilonLedger` is the key holder's own append-only record of the epsilon it has released
+  per bundle, which refuses to go past the owner's cap whatever the server says;
 * :func:`release_job` does both with a :class:`~cloakroom_client.client.Client` and posts the values.
 
 The un-noised aggregates live only in local variables of :func:`noisy_values`: they are never
@@ -20,13 +27,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import random
 import re
 from collections.abc import Callable, Iterator, Mapping
+from decimal import Decimal
+from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
-
-from cloakroom_client import noise
+from cloakroom_client.protocol import he_plan, noise
+from cloakroom_client.protocol.errors import QueryError
 
 MECHANISMS = ("laplace", "geometric")
 # A plan may ask for more noise than epsilon and sensitivity imply, never less; the tolerance
@@ -140,44 +150,57 @@ def check_plan(plan: Any) -> None:
             )
 
 
-def _generator(rng: np.random.Generator | int | None) -> np.random.Generator:
-    if rng is None:
-        return noise.default_rng()
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, int) and not isinstance(rng, bool):
-        return np.random.default_rng(rng)
-    raise TypeError("rng must be a numpy Generator, an integer seed or None")
+def own_plan(plan: Mapping[str, Any], manifest: Mapping[str, Any]) -> he_plan.Plan:
+    """The key holder's own plan of a served job, from its query and epsilon and the LOCAL manifest;
+    a :class:`ReleaseError` saying what differs when the served plan is not identical to it."""
+    check_plan(plan)
+    job = plan["job"]
+    if manifest.get("bundle_id") != plan["bundle_id"]:
+        raise ReleaseError(f"plan of job {job}: bundle {plan['bundle_id']} is not the local manifest's")
+    epsilon = _finite(plan.get("epsilon"))
+    if epsilon is None or epsilon <= 0:
+        raise ReleaseError(f"plan of job {job}: 'epsilon' must be a finite number > 0, got {plan.get('epsilon')!r}")
+    delta = _finite(plan.get("delta", 0))
+    if delta != 0:
+        raise ReleaseError(f"plan of job {job}: HE jobs are pure epsilon; the plan asks for delta {plan.get('delta')!r}")
+    try:
+        return he_plan.verify_key_plan(plan, manifest, epsilon_paid=epsilon)
+    except QueryError as exc:
+        raise ReleaseError(f"plan of job {job} differs from the key holder's own plan: {exc.field}: {exc.message}") from None
 
 
 def noisy_values(
     plan: Mapping[str, Any],
     aggregate_bytes: Mapping[str, bytes] | Callable[[str], bytes],
     secret_context: Any,
-    rng: np.random.Generator | int | None = None,
+    rng: random.Random | int | None = None,
+    *,
+    manifest: Mapping[str, Any],
 ) -> dict[str, float | int]:
     """The noisy value of every component of ``plan``, by component name.
 
     ``aggregate_bytes`` gives the serialized ciphertext of an aggregate by name (a mapping, or a
     function such as one that downloads it); only aggregates some component uses are asked for.
-    ``secret_context`` is the bundle's TenSEAL context with its secret key. ``rng`` is a numpy
-    Generator or a seed (tests); by default a generator seeded from the OS CSPRNG.
+    ``secret_context`` is the bundle's TenSEAL context with its secret key; ``manifest`` the key
+    holder's own copy of the bundle's manifest, from which the plan is rebuilt and checked
+    (:func:`own_plan`). ``rng`` is a ``random.Random`` or a seed (tests); by default the OS CSPRNG.
 
-    Laplace components get ``value + Laplace(0, scale)`` (a float); geometric ones
-    ``round(value) + G`` (an int). Raises :class:`ReleaseError` for a plan :func:`check_plan`
-    refuses or an aggregate that cannot be decrypted; the message never carries a decrypted value.
+    Each component is rounded to its grid and gets exact discrete noise in grid steps: the value
+    posted is an exact multiple of its granularity (counts: whole numbers). Raises
+    :class:`ReleaseError` for a plan that is refused or an aggregate that cannot be decrypted; the
+    message never carries a decrypted value.
     """
     from cloakroom_client.he import decrypt_sum  # TenSEAL is imported only when decrypting
 
-    check_plan(plan)
-    generator = _generator(rng)
+    own = own_plan(plan, manifest)
+    generator = noise.make_rng(rng)
     fetch = aggregate_bytes.__getitem__ if isinstance(aggregate_bytes, Mapping) else aggregate_bytes
-    lengths = {a["name"]: a["length"] for a in plan["aggregates"]}
-    used = {term[0] for component in plan["components"] for term in component["terms"]}
+    lengths = {a.name: own.length for a in own.aggregates}
+    used = {aggregate for component in own.components for aggregate, _ in component.terms}
 
     decrypted: dict[str, float] = {}
     try:
-        for name in (a["name"] for a in plan["aggregates"] if a["name"] in used):
+        for name in (a.name for a in own.aggregates if a.name in used):
             try:
                 data = fetch(name)
             except KeyError:
@@ -196,19 +219,18 @@ def noisy_values(
             del data
 
         released: dict[str, float | int] = {}
-        for component in plan["components"]:
-            name = component["name"]
-            parts = [float(component.get("offset", 0.0))]
-            parts.extend(float(coef) * decrypted[aggregate] for aggregate, coef in component["terms"])
+        for component in own.components:
+            name = component.name
+            parts = [component.offset]
+            parts.extend(coef * decrypted[aggregate] for aggregate, coef in component.terms)
             value = math.fsum(parts)
             if not math.isfinite(value):
                 raise ReleaseError(f"component {name!r}: its value is not a finite number")
-            if component["mechanism"] == "laplace":
-                released[name] = float(value + noise.laplace(generator, float(component["scale"])))
-            else:
-                released[name] = int(round(value)) + noise.two_sided_geometric(
-                    generator, float(component["epsilon"]), float(component["sensitivity"])
-                )
+            try:
+                noisy = component.noise.release(value, generator)
+            except noise.NoiseError:
+                raise ReleaseError(f"component {name!r}: its value is too large for its grid (wrong key?)") from None
+            released[name] = int(noisy) if component.noise.integer else noisy
             del value, parts
         return released
     finally:
@@ -232,9 +254,11 @@ def release_job(
     client: Any,
     plan: Mapping[str, Any],
     secret_context: Any,
-    rng: np.random.Generator | int | None = None,
+    rng: random.Random | int | None = None,
     *,
+    manifest: Mapping[str, Any],
     drawn: dict[int, tuple[str, dict[str, float | int]]] | None = None,
+    ledger: EpsilonLedger | None = None,
 ) -> Released:
     """Download the plan's aggregates with ``client``, compute the noisy values and post them.
 
@@ -243,6 +267,10 @@ def release_job(
     new noise, so repeated attempts never hand out independent noisy copies of one answer. If the
     plan of a job changed between attempts, the release is refused. An entry is dropped once the
     server accepts the values.
+
+    ``ledger``: the key holder's own record of epsilon released; the job's epsilon is written to it
+    before the values leave (and refused when it would pass the owner's cap), once per job however
+    often the post is retried.
     """
     check_plan(plan)
     job_id = plan["job"]
@@ -255,10 +283,75 @@ def release_job(
                 "refusing to draw new noise for the same job"
             )
     else:
-        values = noisy_values(plan, lambda name: client.aggregate_bytes(job_id, name), secret_context, rng)
+        own = own_plan(plan, manifest)
+        if ledger is not None:
+            ledger.check(job_id, own.epsilon)
+        values = noisy_values(
+            plan, lambda name: client.aggregate_bytes(job_id, name), secret_context, rng, manifest=manifest
+        )
+        if ledger is not None:
+            ledger.record(job_id, own.epsilon, fingerprint)
         if drawn is not None:
             drawn[job_id] = (fingerprint, values)
     answer = client.release(job_id, values)
     if drawn is not None:
         drawn.pop(job_id, None)
     return Released(dict(values), answer)
+
+
+class EpsilonLedger:
+    """The key holder's own append-only record of the epsilon it released for one bundle.
+
+    One JSON line per released job (``{"job", "epsilon", "plan"}``), appended and flushed to disk
+    BEFORE the noisy values are posted, so that a crash after the post can only over-count. The
+    owner's cap comes from the key holder's side too (``<bundle_id>.policy.json`` in the keystore,
+    written when the owner publishes, or the agent's ``--epsilon-cap``), never from the server.
+    A job already recorded (a retried post of the same values) is not counted twice.
+    """
+
+    def __init__(self, path: str | os.PathLike, cap: Decimal | float | str | None):
+        self.path = Path(path)
+        self.cap = Decimal(str(cap)) if cap is not None else None
+
+    def entries(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                out.append(json.loads(line))
+        return out
+
+    def spent(self) -> Decimal:
+        return sum((Decimal(str(e["epsilon"])) for e in self.entries()), Decimal(0))
+
+    def recorded(self, job: int) -> bool:
+        return any(e.get("job") == job for e in self.entries())
+
+    def check(self, job: int, epsilon: float) -> None:
+        """A :class:`ReleaseError` when releasing ``job`` would pass the owner's cap."""
+        if self.cap is None:
+            raise ReleaseError(
+                "no local epsilon cap for this bundle: publish it from this machine with `cloakroom he publish` "
+                "(which records the cap in the keystore) or start the agent with --epsilon-cap"
+            )
+        if self.recorded(job):
+            return
+        spent = self.spent()
+        if spent + Decimal(repr(float(epsilon))) > self.cap:
+            raise ReleaseError(
+                f"releasing job {job} (epsilon {epsilon:g}) would pass the owner's cap of {self.cap} "
+                f"(already released here: {spent})"
+            )
+
+    def record(self, job: int, epsilon: float, fingerprint: str) -> None:
+        if self.recorded(job):
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"job": job, "epsilon": repr(float(epsilon)), "plan": fingerprint}) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)

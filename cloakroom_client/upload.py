@@ -91,7 +91,13 @@ def _metadata_body(metadata: dict) -> dict:
     return body
 
 
-def publish_bundle(client: Client, bundle_dir: str | os.PathLike, metadata: dict, progress: bool = True) -> dict:
+def publish_bundle(
+    client: Client,
+    bundle_dir: str | os.PathLike,
+    metadata: dict,
+    progress: bool = True,
+    keystore: str | os.PathLike | None = None,
+) -> dict:
     """Create (or find again) the HE dataset for the bundle in ``bundle_dir``, upload what the server is
     missing, have it checked, and publish it unless ``metadata["publish"]`` is false.
 
@@ -99,10 +105,14 @@ def publish_bundle(client: Client, bundle_dir: str | os.PathLike, metadata: dict
     ``description``, ``delta_cap``, ``row_count_public``, ``publish``). Returns the dataset as the server
     last described it. Raises :class:`cloakroom_client.CloakroomError` with the server's reason when the
     bundle is refused (a bad manifest, a file that does not match it, or a failed check).
+
+    When this machine's keystore (``keystore``, default as for ``cloakroom he encrypt``) holds the
+    bundle's key, the epsilon cap is recorded there too: the key agent enforces it on its own.
     """
     folder = Path(bundle_dir)
     with open(folder / "manifest.json", encoding="utf-8") as handle:
         manifest = json.load(handle)
+    _record_cap(manifest, metadata, keystore)
 
     dataset = client._request("POST", "datasets/he/", json={**_metadata_body(metadata), "manifest": manifest})
     dataset_id = int(dataset["id"])
@@ -137,3 +147,19 @@ def publish_bundle(client: Client, bundle_dir: str | os.PathLike, metadata: dict
         client._request("POST", f"datasets/{dataset_id}/publish/")
         dataset = client._request("GET", f"datasets/{dataset_id}/bundle/")
     return dataset
+
+
+def _record_cap(manifest: dict, metadata: dict, keystore: str | os.PathLike | None) -> None:
+    """Write the owner's epsilon cap beside the bundle's key, when the key is on this machine."""
+    try:
+        from cloakroom_client import he  # needs TenSEAL (the "he" extra); without it there is no key here
+    except ImportError:
+        return
+    bundle_id = manifest.get("bundle_id")
+    if "epsilon_cap" not in metadata or not isinstance(bundle_id, str):
+        return
+    try:
+        if he.secret_key_path(bundle_id, keystore).exists():
+            he.write_policy(bundle_id, metadata["epsilon_cap"], keystore)
+    except he.HEError:
+        return

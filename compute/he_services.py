@@ -62,6 +62,7 @@ def he_plan(job: Job) -> he_jobs.Plan:
         float(job.epsilon),
         max_weights=settings.CLOAKROOM_HE_MAX_WEIGHTS,
         max_weight=settings.CLOAKROOM_HE_MAX_WEIGHT,
+        public_rows=job.dataset.row_count_public,
     )
 
 
@@ -81,6 +82,7 @@ def prepare_he_query(*, dataset: Dataset, query: Any, eps: Decimal, dlt: Decimal
             float(eps),
             max_weights=settings.CLOAKROOM_HE_MAX_WEIGHTS,
             max_weight=settings.CLOAKROOM_HE_MAX_WEIGHT,
+            public_rows=dataset.row_count_public,
         )
     except QueryError as exc:
         raise ValidationFailed(
@@ -308,7 +310,11 @@ def escrow_release(*, job_id: int) -> str:
     try:
         secret = ts.context_from(unseal(escrow_path(job.dataset).read_bytes(), settings.CLOAKROOM_KEK_PRIVATE_KEY))
         plan = key_plan(job, aggregate_url=lambda _job, name: name)
-        values = noisy_values(plan, lambda name: aggregate_path(job, name).read_bytes(), secret)
+        # The escrow worker runs the key agent's check: the plan is rebuilt from the query and the
+        # bundle's manifest, and released only if identical.
+        values = noisy_values(
+            plan, lambda name: aggregate_path(job, name).read_bytes(), secret, manifest=job.dataset.bundle_manifest
+        )
     except (OSError, EscrowError, ReleaseError, ValueError) as exc:
         logger.error("job %s: the escrowed key could not release it: %s", job_id, type(exc).__name__)
         return "failed"
@@ -347,6 +353,7 @@ def key_plan(job: Job, *, aggregate_url) -> dict[str, Any]:
         "bundle_id": job.dataset.bundle_id,
         "query": plan.query,
         "epsilon": f"{job.epsilon:f}",
+        "delta": "0",
         "aggregates": [
             {"name": a.name, "length": min(manifest["rows"], manifest["slots"]), "url": aggregate_url(job, a.name)}
             for a in plan.aggregates

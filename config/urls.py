@@ -2,12 +2,14 @@
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularSwaggerView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("config.api_urls")),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("privacy/", TemplateView.as_view(template_name="privacy.html"), name="privacy"),
     path("", include("marketplace.urls")),
     path("", include("compute.urls")),
     path("accounts/", include("accounts.urls")),

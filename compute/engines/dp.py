@@ -2,21 +2,24 @@
 
 Pure functions over column arrays and the owner's declared schema. Nothing here reads a bound or a
 category off the data: clipping bounds, group keys and histogram bins all come from the schema or
-the query. Noise comes from diffprivlib's mechanisms.
+the query. Every noisy measurement is released on a grid (:mod:`cloakroom_client.protocol.noise`):
+the value is rounded to a multiple of a power-of-two granularity and exact discrete noise is added
+in grid steps, so no floating-point sample is ever added to a private value.
 
 Neighbouring datasets differ by adding or removing one row, and the row count is private, so:
 
 * count: sensitivity 1. Pure epsilon uses the two-sided geometric mechanism (integer noise);
-  delta > 0 uses the analytic Gaussian mechanism.
-* sum: values clipped to [lower, upper]; sensitivity max(|lower|, |upper|). Laplace, or the
-  analytic Gaussian when delta > 0.
+  delta > 0 uses the discrete Gaussian.
+* sum: values clipped to [lower, upper]; sensitivity max(|lower|, |upper|). Discrete Laplace on
+  the grid, or the discrete Gaussian when delta > 0.
 * mean: epsilon (and delta) split evenly between a noisy count and a noisy sum of the values
   centred on the middle of the bounds (sensitivity (upper - lower) / 2). The mean is
   mid + noisy_sum / noisy_count, clipped to the bounds. It never divides by the true size.
 * variance and std: epsilon split in three: a noisy count, a noisy centred sum and a noisy centred
   sum of squares (sensitivity ((upper - lower) / 2) ** 2).
-* quantile: the exponential mechanism over the gaps between the sorted, clipped values (and the
-  declared bounds), with utility -|rank - q n|; epsilon is split evenly between the quantiles asked.
+* quantile: the exponential mechanism over the grid points of the declared bounds
+  (:mod:`compute.engines.quantile`), each scored by the rank of the gap of the sorted, clipped
+  values it falls in, utility -|rank - q n|; epsilon is split evenly between the quantiles asked.
 * histogram: one noisy count per declared bin (or declared category). The bins are disjoint, so one
   row changes one bin and the whole histogram costs epsilon once.
 * group-by: groups are the product of the declared categories of the group columns; a key with no
@@ -33,8 +36,10 @@ from itertools import product
 from typing import Any
 
 import numpy as np
-from diffprivlib.mechanisms import Exponential, GaussianAnalytic, Geometric, Laplace
-from diffprivlib.utils import check_random_state
+
+from cloakroom_client.protocol.errors import QueryError
+from cloakroom_client.protocol.noise import Mechanism, make_rng, mechanism
+from compute.engines.quantile import dp_quantile, quantile_granularity
 
 CONFIDENCE = 0.95
 AGGREGATES = ("count", "sum", "mean", "variance", "std", "quantile", "histogram")
@@ -42,18 +47,6 @@ NUMERIC_AGGREGATES = ("sum", "mean", "variance", "std", "quantile")
 MAX_GROUPS = 10_000
 MAX_BINS = 1_000
 MAX_QUANTILES = 20
-# exp(x) is exactly 0.0 in float64 below this, so candidates further from the best utility than
-# this (in units of the mechanism's scale) carry exactly zero probability and can be left out.
-_EXP_UNDERFLOW = 746.0
-
-
-class QueryError(ValueError):
-    """A query that does not fit the schema. ``field`` is a dotted path into the job body."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field_name
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -281,72 +274,14 @@ def needs_delta(query: Query) -> bool:
 # Additive mechanisms and their exact accuracy
 
 
-@dataclass(frozen=True)
-class Additive:
-    """One additive noise mechanism, with the exact tail of its noise."""
-
-    kind: str  # laplace | geometric | gaussian
-    epsilon: float
-    delta: float
-    sensitivity: float
-    scale: float  # Laplace b, geometric's Laplace-equivalent b, or Gaussian sigma
-
-    def halfwidth(self, confidence: float = CONFIDENCE) -> float:
-        """Smallest t with P(|noise| <= t) >= confidence."""
-        alpha = 1.0 - confidence
-        if self.kind == "laplace":
-            return self.scale * math.log(1.0 / alpha)
-        if self.kind == "gaussian":
-            from statistics import NormalDist
-
-            return self.scale * NormalDist().inv_cdf(1.0 - alpha / 2.0)
-        # Two-sided geometric with p = exp(-epsilon / sensitivity):
-        # P(|X| > k) = 2 p^(k+1) / (1 + p), for whole k >= 0.
-        p = math.exp(-self.epsilon / self.sensitivity)
-        if p <= 0.0:
-            return 0.0
-        k = math.ceil(math.log(alpha * (1.0 + p) / 2.0) / math.log(p)) - 1
-        return float(max(k, 0))
-
-    def tail(self, t: float) -> float:
-        """P(|noise| > t)."""
-        if self.kind == "laplace":
-            return math.exp(-t / self.scale)
-        if self.kind == "gaussian":
-            from statistics import NormalDist
-
-            return 2.0 * (1.0 - NormalDist().cdf(t / self.scale))
-        p = math.exp(-self.epsilon / self.sensitivity)
-        return 2.0 * p ** (math.floor(t) + 1) / (1.0 + p)
-
-    @property
-    def std(self) -> float:
-        if self.kind == "gaussian":
-            return self.scale
-        if self.kind == "laplace":
-            return math.sqrt(2.0) * self.scale
-        p = math.exp(-self.epsilon / self.sensitivity)
-        return math.sqrt(2.0 * p) / (1.0 - p)
-
-    def mechanism(self, random_state: Any = None):
-        if self.kind == "gaussian":
-            return GaussianAnalytic(
-                epsilon=self.epsilon, delta=self.delta, sensitivity=self.sensitivity, random_state=random_state
-            )
-        if self.kind == "geometric":
-            return Geometric(epsilon=self.epsilon, sensitivity=int(self.sensitivity), random_state=random_state)
-        return Laplace(epsilon=self.epsilon, sensitivity=self.sensitivity, random_state=random_state)
+# The grid mechanism of every noisy part (cloakroom_client.protocol.noise), under its old name here.
+Additive = Mechanism
 
 
 def additive(epsilon: float, delta: float, sensitivity: float, *, integer: bool = False) -> Additive:
-    if sensitivity <= 0:
-        sensitivity = 1e-12  # bounds of zero width: any tiny noise is enough
-    if delta > 0:
-        scale = GaussianAnalytic(epsilon=epsilon, delta=delta, sensitivity=sensitivity)._scale
-        return Additive("gaussian", epsilon, delta, sensitivity, float(scale))
-    if integer:
-        return Additive("geometric", epsilon, 0.0, float(sensitivity), sensitivity / epsilon)
-    return Additive("laplace", epsilon, 0.0, float(sensitivity), sensitivity / epsilon)
+    """The grid mechanism for one noisy part: discrete Laplace (geometric for whole numbers), or the
+    discrete Gaussian when delta > 0."""
+    return mechanism(epsilon, delta, sensitivity, integer=integer)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,7 +316,7 @@ def plan(schema: dict[str, ColumnMeta], query: Query, epsilon: float, delta: flo
         raise QueryError("delta", "A quantile uses the exponential mechanism and needs no delta; send 0.")
     agg = query.aggregate
     meta = schema.get(query.column) if query.column else None
-    kind = "Gaussian (analytic)" if delta > 0 else None
+    kind = "discrete Gaussian" if delta > 0 else None
     if agg in ("count", "histogram"):
         part = additive(epsilon, delta, 1.0, integer=True)
         return Plan(query, epsilon, delta, {"count": part}, kind or "two-sided geometric")
@@ -389,7 +324,7 @@ def plan(schema: dict[str, ColumnMeta], query: Query, epsilon: float, delta: flo
     radius = (meta.upper - meta.lower) / 2.0
     if agg == "sum":
         part = additive(epsilon, delta, max(abs(meta.lower), abs(meta.upper)))
-        return Plan(query, epsilon, delta, {"sum": part}, kind or "Laplace")
+        return Plan(query, epsilon, delta, {"sum": part}, kind or "discrete Laplace")
     if agg == "mean":
         e, d = epsilon / 2.0, delta / 2.0
         return Plan(
@@ -397,7 +332,7 @@ def plan(schema: dict[str, ColumnMeta], query: Query, epsilon: float, delta: flo
             epsilon,
             delta,
             {"count": additive(e, d, 1.0), "sum": additive(e, d, radius)},
-            (kind or "Laplace") + ": noisy count and noisy centred sum, epsilon split 1/2 + 1/2",
+            (kind or "discrete Laplace") + ": noisy count and noisy centred sum, epsilon split 1/2 + 1/2",
         )
     if agg in ("variance", "std"):
         e, d = epsilon / 3.0, delta / 3.0
@@ -406,7 +341,7 @@ def plan(schema: dict[str, ColumnMeta], query: Query, epsilon: float, delta: flo
             epsilon,
             delta,
             {"count": additive(e, d, 1.0), "sum": additive(e, d, radius), "sumsq": additive(e, d, radius**2)},
-            (kind or "Laplace") + ": noisy count, centred sum and centred sum of squares, epsilon split in thirds",
+            (kind or "discrete Laplace") + ": noisy count, centred sum and centred sum of squares, epsilon split in thirds",
         )
     if agg == "quantile":
         return Plan(
@@ -584,6 +519,9 @@ class GroupResult:
     key: dict[str, Any] | None
     value: Any
     ci95: Any
+    # The raw noisy measurements behind a post-processed value (a mean's noisy count and centred
+    # sum), each an exact multiple of its part's granularity; None where the value is the measurement.
+    raw: dict[str, float] | None = None
 
 
 @dataclass
@@ -595,16 +533,24 @@ class Release:
     epsilon: float
     delta: float
     interval_note: str
+    granularity: dict[str, float] = field(default_factory=dict)  # each noisy part's grid step
 
     def as_dict(self) -> dict[str, Any]:
+        groups = []
+        for g in self.groups:
+            group = {"key": g.key, "value": g.value, "ci95": g.ci95}
+            if g.raw is not None:
+                group["raw"] = g.raw
+            groups.append(group)
         return {
             "aggregate": self.aggregate,
-            "groups": [{"key": g.key, "value": g.value, "ci95": g.ci95} for g in self.groups],
+            "groups": groups,
             "mechanism": self.mechanism,
             "noise_scale": self.noise_scale,
             "epsilon": self.epsilon,
             "delta": self.delta,
             "interval_note": self.interval_note,
+            "granularity": self.granularity,
         }
 
 
@@ -672,64 +618,8 @@ def _group_sums(rows_in: np.ndarray, weights: np.ndarray | None, n_groups: int) 
     return np.bincount(rows_in, weights=weights, minlength=n_groups)
 
 
-def _draw(part: Additive, value: float, random_state: Any) -> float:
-    return float(part.mechanism(random_state).randomise(value))
-
-
-class _Exponential(Exponential):
-    """diffprivlib's exponential mechanism with its input checks done by numpy.
-
-    The parent checks every utility and measure with ``isinstance`` in Python, which dominates the
-    run time at small epsilon (hundreds of thousands of candidates survive the pruning there). The
-    same conditions are checked here on the whole array at once; the sampler is diffprivlib's own.
-    """
-
-    @classmethod
-    def _check_utility_candidates_measure(cls, utility, candidates, measure):
-        if not isinstance(utility, list) or len(utility) < 1:
-            raise ValueError("Utility must be a non-empty list.")
-        u = np.asarray(utility)
-        if u.dtype.kind not in "fiu" or not np.isfinite(u).all():
-            raise ValueError("Utility must be a list of finite real numbers.")
-        if candidates is not None and (not isinstance(candidates, list) or len(candidates) != len(utility)):
-            raise ValueError("Candidates must be a list as long as the utility list.")
-        if measure is not None:
-            m = np.asarray(measure)
-            if not isinstance(measure, list) or len(measure) != len(utility):
-                raise ValueError("Measure must be a list as long as the utility list.")
-            if m.dtype.kind not in "fiu" or not np.isfinite(m).all():
-                raise ValueError("Measure must be a list of finite real numbers.")
-        return utility, candidates, measure
-
-
-def _quantile_one(
-    sorted_values: np.ndarray, lower: float, upper: float, q: float, epsilon: float, random_state: Any
-) -> float:
-    """Exponential mechanism over the gaps of the sorted values, with diffprivlib's sampler."""
-    n = len(sorted_values)
-    edges = np.concatenate(([lower], sorted_values, [upper]))
-    widths = np.diff(edges)
-    ranks = np.arange(n + 1, dtype=float)
-    utility = -np.abs(ranks - q * n)
-    # Gaps of zero width carry no probability; gaps whose utility is so low that exp() underflows
-    # carry exactly zero probability too. Leaving both out changes no probability at all, and
-    # keeps the candidate list short on large data.
-    scale = epsilon / 2.0
-    keep = (widths > 0) & (scale * (utility - utility.max()) > -_EXP_UNDERFLOW)
-    if not keep.any():
-        # Every value sits on one point and the bounds have no width around it.
-        return float(lower)
-    idx = np.flatnonzero(keep)
-    mech = _Exponential(
-        epsilon=epsilon,
-        sensitivity=1,
-        utility=utility[idx].tolist(),
-        measure=widths[idx].tolist(),
-        random_state=random_state,
-    )
-    chosen = idx[mech.randomise()]
-    rng = mech._rng
-    return float(edges[chosen] + rng.random() * widths[chosen])
+def _draw(part: Additive, value: float, rng: Any) -> float:
+    return part.release(value, rng)
 
 
 def run(
@@ -744,10 +634,10 @@ def run(
     """Answer ``query`` over the column arrays in ``data`` with (epsilon, delta)-DP noise.
 
     ``random_state`` None draws from the operating system's secure generator; an int or a
-    RandomState makes the noise reproducible, for tests only. One generator serves every draw, so
-    repeated draws within a job are independent.
+    ``random.Random`` makes the noise reproducible, for tests only. One generator serves every draw,
+    so repeated draws within a job are independent.
     """
-    random_state = check_random_state(random_state, True)
+    random_state = make_rng(random_state)
     p = plan(schema, query, epsilon, delta)
     n = len(next(iter(data.values()))) if data else 0
     mask = _mask(data, schema, query.filters, n)
@@ -824,16 +714,18 @@ def run(
                 c_used = max(c, 1.0)
                 m = float(np.clip(s / c_used, -radius, radius))
                 h = mean_halfwidth(p, c_used, m)
-                results.append(GroupResult(label, mid + m, [max(lower, mid + m - h), min(upper, mid + m + h)]))
+                ci = [max(lower, mid + m - h), min(upper, mid + m + h)]
+                results.append(GroupResult(label, mid + m, ci, {"count": c, "sum": s}))
         elif agg in ("variance", "std"):
             counts = _group_sums(rows_in, None, n_groups)
             c1 = _group_sums(rows_in, values - mid, n_groups)
             c2 = _group_sums(rows_in, (values - mid) ** 2, n_groups)
             note = "stated bound: each noisy part within its 98.3% interval, from the noisy count"
             for g, label in enumerate(labels):
-                c = max(_draw(p.parts["count"], float(counts[g]), random_state), 1.0)
+                raw_count = _draw(p.parts["count"], float(counts[g]), random_state)
                 s1 = _draw(p.parts["sum"], float(c1[g]), random_state)
                 s2 = _draw(p.parts["sumsq"], float(c2[g]), random_state)
+                c = max(raw_count, 1.0)
                 m = float(np.clip(s1 / c, -radius, radius))
                 var = float(np.clip(s2 / c - m * m, 0.0, radius**2))
                 h = variance_halfwidth(p, c, radius)
@@ -843,7 +735,7 @@ def run(
                 else:
                     value = var
                     ci = [max(0.0, var - h), min(radius**2, var + h)]
-                results.append(GroupResult(label, value, ci))
+                results.append(GroupResult(label, value, ci, {"count": raw_count, "sum": s1, "sumsq": s2}))
         elif agg == "quantile":
             order = np.argsort(rows_in, kind="stable") if n_groups > 1 else None
             note = "no value interval: the exponential mechanism's accuracy is stated in ranks"
@@ -854,8 +746,11 @@ def run(
                 vals = values if order is None else grouped_vals[bounds[g] : bounds[g + 1]]
                 vals = np.sort(vals, kind="quicksort")
                 answer = [
-                    _quantile_one(vals, lower, upper, q, p.quantile_epsilon, random_state) for q in query.quantiles
+                    dp_quantile(vals, lower, upper, q, p.quantile_epsilon, random_state) for q in query.quantiles
                 ]
                 # Quantiles are released in the order asked; sorting them is post-processing.
                 results.append(GroupResult(label, answer, None))
-    return Release(agg, results, p.mechanism, p.noise_scale, epsilon, delta, note)
+    granularity = {name: part.granularity for name, part in p.parts.items()}
+    if agg == "quantile":
+        granularity = {"quantile": quantile_granularity(float(meta.lower), float(meta.upper))}  # type: ignore[union-attr]
+    return Release(agg, results, p.mechanism, p.noise_scale, epsilon, delta, note, granularity)

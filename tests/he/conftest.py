@@ -184,6 +184,12 @@ def _copy(template: Path, dest: Path) -> Bundle:
     bundle = Bundle(dest / "bundle", manifest, secret, secret_context, keystore)
     (keystore / f"{manifest['bundle_id']}.secret").write_bytes(secret_context)
     bundle.save_manifest()
+    # The owner's machine keeps its own copy of the manifest and the epsilon cap beside the key
+    # (what `cloakroom he encrypt` and `cloakroom he publish` write): the key agent plans from them.
+    from cloakroom_client.he import manifest_copy_path, write_policy
+
+    manifest_copy_path(manifest["bundle_id"], keystore).write_text(json.dumps(manifest))
+    write_policy(manifest["bundle_id"], "1000", keystore)
     return bundle
 
 

@@ -125,7 +125,11 @@ def test_counts_per_category_have_one_geometric_component_each(bundle):
     folder, manifest, secret, frame = bundle
     plan = he_jobs.plan({"aggregate": "count", "column": "ward"}, manifest, 0.5)
     assert [c.label for c in plan.components] == ["count(ward=A)", "count(ward=B)", "count(ward=C)"]
-    assert all(c.noise.kind == "geometric" and c.noise.sensitivity == 1 for c in plan.components)
+    # Replace-one: a row leaves one ward and joins another, so the three counts move by 2 in L1;
+    # they share one epsilon (one budget group) and one noise of sensitivity 2.
+    assert all(c.noise.kind == "geometric" and c.noise.sensitivity == 2 for c in plan.components)
+    assert {c.budget for c in plan.components} == {"counts"}
+    assert all(c.noise.epsilon == 0.5 for c in plan.components)
     exact = _exact_components(plan, _run(folder, manifest, plan), secret, manifest)
     for comp, category in zip(plan.components, "ABC"):
         assert abs(exact[comp.name] - _indicator(frame, "ward", category).sum()) <= comp.ckks_error
@@ -148,7 +152,9 @@ def test_dot_product_with_dense_and_sparse_weights(bundle):
         {"aggregate": "dot", "column": "age", "weights": {"indexes": [4321], "values": [1]}}, manifest, 0.5
     )
     comp = plan.components[0]
-    assert comp.noise.sensitivity == 100 and comp.noise.scale == pytest.approx(200)
+    # The grid costs at most 1/1024 more noise than sensitivity / epsilon.
+    assert comp.noise.sensitivity == 100
+    assert 200 <= comp.noise.scale <= 200 * (1 + 1 / 1024)
     exact = _exact_components(plan, _run(folder, manifest, plan, parts=3), secret, manifest)
     assert abs(exact["dot"] - age[4321]) <= comp.ckks_error
 
@@ -175,7 +181,9 @@ def test_regression_statistics_and_coefficients(bundle):
     # Epsilon split evenly over the five statistics, each noised for its own sensitivity.
     sensitivities = [1, 100, 100 * 100, 50, 100 * 50]
     assert [c.noise.epsilon for c in plan.components] == [pytest.approx(2.0 / 5)] * 5
-    assert [c.noise.scale for c in plan.components] == [pytest.approx(s * 5 / 2.0) for s in sensitivities]
+    assert [c.noise.sensitivity for c in plan.components] == sensitivities
+    for comp, s_ in zip(plan.components, sensitivities):
+        assert s_ * 5 / 2.0 <= comp.noise.scale <= s_ * 5 / 2.0 * (1 + 1 / 1024)
     exact = _exact_components(plan, _run(folder, manifest, plan, parts=2), secret, manifest)
     f = (frame["insured"] == "true").to_numpy().astype(float)
     age, bmi = frame["age"].to_numpy(), frame["bmi"].to_numpy()
@@ -232,13 +240,19 @@ def test_a_sum_only_dataset_refuses_products_and_says_why(tmp_path):
 def test_values_from_the_key_holder_are_checked(bundle):
     _, manifest, _, _ = bundle
     plan = he_jobs.plan({"aggregate": "mean", "column": "age"}, manifest, 1.0)
-    assert plan.check_values({"count": 10, "sum": 3.5}) == {"count": 10.0, "sum": 3.5}
+    # The unfiltered count is the row count plus noise; the centred sum lies within rows x radius.
+    assert plan.check_values({"count": 5000, "sum": 3.5}) == {"count": 5000.0, "sum": 3.5}
     for values, field in (
-        ({"count": 10}, "values.sum"),
-        ({"count": 10, "sum": 1, "x": 2}, "values.x"),
-        ({"count": 10, "sum": float("inf")}, "values.sum"),
-        ({"count": "10", "sum": 1}, "values.count"),
+        ({"count": 5000}, "values.sum"),
+        ({"count": 5000, "sum": 1, "x": 2}, "values.x"),
+        ({"count": 5000, "sum": float("inf")}, "values.sum"),
+        ({"count": "5000", "sum": 1}, "values.count"),
         ([1, 2], "values"),
+        # Off the component's grid: a raw float such as a continuous Laplace sample would give.
+        ({"count": 5000, "sum": 0.1}, "values.sum"),
+        # Not what 5000 rows of age in [0, 100] can give, even with the noise.
+        ({"count": 5000, "sum": 1.5e308}, "values.sum"),
+        ({"count": 10, "sum": 1}, "values.count"),
     ):
         with pytest.raises(QueryError) as caught:
             plan.check_values(values)

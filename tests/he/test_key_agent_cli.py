@@ -26,6 +26,7 @@ import pytest
 
 from cloakroom_client.cli import main as cli_main
 from cloakroom_client.he import decrypt_sum, load_secret_context
+from cloakroom_client.protocol import he_plan
 from cloakroom_client.release import plan_fingerprint
 from compute.engines.he import encrypted_sum
 from tests.he.conftest import secret_markers
@@ -164,45 +165,39 @@ class ContractServer:
         self.httpd.server_close()
 
 
-def make_plan(job: int, bundle_id: str, length: int, **sum_changes) -> dict:
-    """A plan with huge noise (epsilon 1e-4), so that a noisy value equal to the truth is out of the question."""
+def make_plan(job: int, bundle, **sum_changes) -> dict:
+    """The server's plan of a mean of age at epsilon 2e-4 (huge noise, so that a noisy value equal to
+    the truth is out of the question), built with the shared planner as the server builds it, with
+    the sum component's fields replaced by keyword (a server that lies)."""
+    planned = he_plan.plan({"aggregate": "mean", "column": "age"}, bundle.manifest, 0.0002)
+    components = planned.key_components()
+    components[1].update(sum_changes)
     return {
         "job": job,
         "dataset": 1,
-        "bundle_id": bundle_id,
-        "query": {"aggregate": "mean", "column": "age"},
+        "bundle_id": bundle.manifest["bundle_id"],
+        "query": planned.query,
         "epsilon": "0.000200",
+        "delta": "0",
         "aggregates": [
-            {"name": "a0", "length": length, "url": f"/api/v1/he/jobs/{job}/aggregates/a0/"},
-            {"name": "a1", "length": length, "url": f"/api/v1/he/jobs/{job}/aggregates/a1/"},
+            {**a, "url": f"/api/v1/he/jobs/{job}/aggregates/{a['name']}/"} for a in planned.key_aggregates()
         ],
-        "components": [
-            {
-                "name": "count",
-                "terms": [["a1", 1.0]],
-                "offset": 0.0,
-                "mechanism": "geometric",
-                "epsilon": 1e-4,
-                "sensitivity": 1.0,
-                "scale": 1e4,
-            },
-            {
-                "name": "sum",
-                "terms": [["a0", 1.0]],
-                "offset": 0.0,
-                "mechanism": "laplace",
-                "epsilon": 1e-4,
-                "sensitivity": 120.0,
-                "scale": 1.2e6,
-                **sum_changes,
-            },
-        ],
+        "components": components,
         "created_at": "2025-01-01T00:00:00Z",
     }
 
 
+def stranger_plan(job: int, bundle) -> dict:
+    """A plan for a bundle whose key is not in the keystore."""
+    return {**make_plan(job, bundle), "bundle_id": uuid.uuid4().hex}
+
+
 @pytest.fixture
 def owner(bundle):
+    return served_bundle(bundle)
+
+
+def served_bundle(bundle):
     """The bundle's aggregates as the server computes them, and the un-noised values the agent must
     never show (decrypted here with the owner's key, the way the agent decrypts them)."""
     public = (bundle.folder / "context.bin").read_bytes()
@@ -246,14 +241,14 @@ def test_key_agent_help_and_the_other_commands_are_unchanged():
 
 def test_one_pass_releases_skips_a_missing_key_and_survives_a_failing_job(owner, capsys):
     bundle, aggregates, length, truth = owner
-    mine, unknown = bundle.manifest["bundle_id"], uuid.uuid4().hex
+    unknown = uuid.uuid4().hex
     with ContractServer() as server:
-        server.add_job(make_plan(1, mine, length), aggregates)
-        server.add_job(make_plan(2, unknown, length), aggregates)
-        server.add_job(make_plan(3, unknown, length), aggregates)
-        server.add_job(make_plan(4, mine, length), aggregates)
-        server.add_job(make_plan(5, mine, length, scale=1.0), aggregates)  # asks for less noise than it needs
-        server.add_job(make_plan(6, mine, length), aggregates)
+        server.add_job(make_plan(1, bundle), aggregates)
+        server.add_job({**make_plan(2, bundle), "bundle_id": unknown}, aggregates)
+        server.add_job({**make_plan(3, bundle), "bundle_id": unknown}, aggregates)
+        server.add_job(make_plan(4, bundle), aggregates)
+        server.add_job(make_plan(5, bundle, scale=1.0), aggregates)  # asks for less noise than it needs
+        server.add_job(make_plan(6, bundle), aggregates)
         server.fail_release[4] = 1
         argv = ["--url", server.url, "--api-key", API_KEY, "key-agent", "--once", "--keystore", str(bundle.keystore)]
         code = cli_main(argv)
@@ -273,8 +268,8 @@ def test_one_pass_releases_skips_a_missing_key_and_survives_a_failing_job(owner,
     assert len(lines) == 2
     for line, job in zip(lines, (1, 6)):
         values = server.released[job]
-        assert isinstance(values["count"], int) and isinstance(values["sum"], float)
-        assert line.endswith(f"released job {job} (mean of age): count={values['count']}, sum={values['sum']:.6f}")
+        assert isinstance(values["count"], float) and isinstance(values["sum"], float)
+        assert line.endswith(f"released job {job} (mean of age): count={values['count']:.6f}, sum={values['sum']:.6f}")
     assert err.index("job 4: release failed") < err.index("released job 6")
     # The noisy values are not the truth: the noise (scale 1.2e6 and 1e4) is really there.
     for job in (1, 6):
@@ -286,8 +281,8 @@ def test_one_pass_releases_skips_a_missing_key_and_survives_a_failing_job(owner,
 def test_one_pass_exits_0_when_every_job_is_released_or_skipped(owner, capsys):
     bundle, aggregates, length, truth = owner
     with ContractServer() as server:
-        server.add_job(make_plan(1, bundle.manifest["bundle_id"], length), aggregates)
-        server.add_job(make_plan(2, uuid.uuid4().hex, length), aggregates)
+        server.add_job(make_plan(1, bundle), aggregates)
+        server.add_job(stranger_plan(2, bundle), aggregates)
         argv = ["--url", server.url, "--api-key", API_KEY, "key-agent", "--once", "--keystore", str(bundle.keystore)]
         assert cli_main(argv) == 0
         assert sorted(server.released) == [1]
@@ -297,7 +292,7 @@ def test_one_pass_exits_0_when_every_job_is_released_or_skipped(owner, capsys):
 def test_a_refused_api_key_and_an_unusable_key_file_are_errors(owner, capsys):
     bundle, aggregates, length, _ = owner
     with ContractServer() as server:
-        server.add_job(make_plan(1, bundle.manifest["bundle_id"], length), aggregates)
+        server.add_job(make_plan(1, bundle), aggregates)
         argv = ["--url", server.url, "--api-key", "wrong", "key-agent", "--keystore", str(bundle.keystore)]
         assert cli_main(argv) == 1  # a refused key stops even a polling agent
         assert "401 not_authenticated" in capsys.readouterr().err
@@ -314,11 +309,10 @@ def test_a_refused_api_key_and_an_unusable_key_file_are_errors(owner, capsys):
 
 def test_a_signal_during_a_release_lets_that_job_finish_and_stops_before_the_next(owner, capsys):
     bundle, aggregates, length, _ = owner
-    mine = bundle.manifest["bundle_id"]
     main_thread = threading.main_thread().ident
     with ContractServer() as server:
         for job in (1, 2, 3):
-            server.add_job(make_plan(job, mine, length), aggregates)
+            server.add_job(make_plan(job, bundle), aggregates)
         # Ctrl-C arrives while the agent waits for the server's answer to job 1's release.
         server.on_release = lambda job: signal.pthread_kill(main_thread, signal.SIGINT)
         argv = ["--url", server.url, "--api-key", API_KEY, "key-agent", "--keystore", str(bundle.keystore)]
@@ -353,16 +347,15 @@ def wait_for(condition, timeout: float = 60.0) -> None:
 
 def test_the_polling_agent_retries_a_failed_release_with_the_same_noise_and_stops_on_sigint(owner):
     bundle, aggregates, length, truth = owner
-    mine = bundle.manifest["bundle_id"]
     with ContractServer() as server:
-        server.add_job(make_plan(1, mine, length), aggregates)
-        server.add_job(make_plan(4, mine, length), aggregates)
+        server.add_job(make_plan(1, bundle), aggregates)
+        server.add_job(make_plan(4, bundle), aggregates)
         server.fail_release[4] = 2
         agent = start_agent(server, bundle, interval=0.2)
         try:
             wait_for(lambda: 4 in server.released)
             # A job added while the agent runs is picked up by a later poll.
-            server.add_job(make_plan(7, mine, length), aggregates)
+            server.add_job(make_plan(7, bundle), aggregates)
             wait_for(lambda: 7 in server.released)
             agent.send_signal(signal.SIGINT)
             out, err = agent.communicate(timeout=30)
@@ -385,7 +378,7 @@ def test_the_polling_agent_retries_a_failed_release_with_the_same_noise_and_stop
 def test_sigterm_stops_the_agent_during_its_sleep_at_once(owner):
     bundle, aggregates, length, _ = owner
     with ContractServer() as server:
-        server.add_job(make_plan(1, bundle.manifest["bundle_id"], length), aggregates)
+        server.add_job(make_plan(1, bundle), aggregates)
         agent = start_agent(server, bundle, interval=600)
         try:
             wait_for(lambda: 1 in server.released)
@@ -402,10 +395,10 @@ def test_sigterm_stops_the_agent_during_its_sleep_at_once(owner):
     assert err.rstrip().endswith("key agent stopped") and "Traceback" not in err
 
 
-def test_the_plan_fingerprint_changes_with_what_is_released():
-    plan = make_plan(1, uuid.uuid4().hex, 300)
+def test_the_plan_fingerprint_changes_with_what_is_released(bundle):
+    plan = make_plan(1, bundle)
     assert plan_fingerprint(plan) == plan_fingerprint(json.loads(json.dumps(plan)))
-    changed = make_plan(1, plan["bundle_id"], 300)
+    changed = make_plan(1, bundle)
     changed["components"][1]["terms"] = [["a0", 2.0]]
     assert plan_fingerprint(changed) != plan_fingerprint(plan)
 
@@ -417,7 +410,7 @@ def test_release_job_through_the_client_reuses_drawn_values_and_refuses_a_change
     bundle, aggregates, length, _ = owner
     secret = load_secret_context(bundle.manifest["bundle_id"], bundle.keystore)
     with ContractServer() as server:
-        plan = make_plan(3, bundle.manifest["bundle_id"], length)
+        plan = make_plan(3, bundle)
         server.add_job(plan, aggregates)
         server.fail_release[3] = 1
         client = Client(server.url, API_KEY)
@@ -430,7 +423,7 @@ def test_release_job_through_the_client_reuses_drawn_values_and_refuses_a_change
 
         drawn: dict = {}
         with pytest.raises(CloakroomError) as info:
-            release_job(client, plan, secret, rng=1, drawn=drawn)
+            release_job(client, plan, secret, rng=1, manifest=bundle.manifest, drawn=drawn)
         assert info.value.status == 500
         first = server.posts[-1][1]
         assert drawn[3][1] == first
@@ -439,9 +432,11 @@ def test_release_job_through_the_client_reuses_drawn_values_and_refuses_a_change
         changed = json.loads(json.dumps(plan))
         changed["components"][1]["terms"] = [["a0", 2.0]]
         with pytest.raises(ReleaseError, match="plan of job 3 changed"):
-            release_job(client, changed, secret, drawn=drawn)
+            release_job(client, changed, secret, manifest=bundle.manifest, drawn=drawn)
 
-        released = release_job(client, plan, secret, drawn=drawn)  # no rng: the drawn values are reused
+        released = release_job(
+            client, plan, secret, manifest=bundle.manifest, drawn=drawn
+        )  # no rng: the drawn values are reused
         assert released.values == first and released.job["status"] == "released"
         assert server.released[3] == first and drawn == {}
         with pytest.raises(CloakroomError) as info:

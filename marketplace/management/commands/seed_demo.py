@@ -286,7 +286,7 @@ class Command(BaseCommand):
 
     def _he_dataset(self, owner: User) -> Dataset:
         """Encrypt, upload, check and publish the HE demo dataset, unless it is there already."""
-        from cloakroom_client.he import encrypt_csv
+        from cloakroom_client.he import encrypt_csv, write_policy
 
         dataset = Dataset.objects.filter(owner=owner, title=HE_DEMO_TITLE, mode=Dataset.Mode.HE).first()
         if dataset is not None and dataset.bundle_status != Dataset.BundleStatus.READY:
@@ -316,6 +316,8 @@ class Command(BaseCommand):
                     row_count_public=True,
                 )
                 dataset, _ = he.he_dataset_create(owner=owner, data=data, manifest=manifest)
+                # What `cloakroom he publish` records on the owner's machine: the cap the key agent enforces.
+                write_policy(manifest["bundle_id"], data.epsilon_cap, var / KEYSTORE_DIR_NAME)
                 for entry in manifest_files(manifest):
                     with open(scratch / "bundle" / entry["file"], "rb") as stream:
                         he.bundle_file_upload(
