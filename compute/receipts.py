@@ -40,7 +40,12 @@ def receipt(job: Job) -> dict[str, Any] | None:
         "dataset": job.dataset_id,
         "dataset_version": r.get("dataset_version", job.dataset_version),
         "released_at": r.get("released_at"),
+        # The relation the epsilon refers to, and each noisy measurement's grid (docs/PRIVACY.md).
+        "neighbouring": r.get("neighbouring"),
+        "granularity": r.get("granularity"),
     }
+    if "epsilon_replace_one" in r and job.reused_from_id is None:
+        out["epsilon_replace_one"] = r["epsilon_replace_one"]
     if r.get("mode") == "he":
         # The CKKS parameters, and the precision lost to encryption (already inside the interval).
         out["ckks"] = r.get("ckks")

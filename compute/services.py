@@ -47,6 +47,19 @@ logger = logging.getLogger(__name__)
 DELTA_Q = Decimal("0.000000000001")
 
 
+def dp_neighbouring(*, row_count_public: bool, epsilon: float) -> dict[str, Any]:
+    """What a DP receipt says of its neighbouring relation (docs/PRIVACY.md).
+
+    The epsilon charged is for datasets that differ by one row added or removed. When the owner
+    made the row count public only replace-one neighbours are meaningful, and an add/remove
+    epsilon-DP release is 2 epsilon-DP for them: the receipt states that figure too.
+    """
+    out: dict[str, Any] = {"neighbouring": dp.NEIGHBOURING}
+    if row_count_public:
+        out["epsilon_replace_one"] = 2 * epsilon
+    return out
+
+
 def _query_error(exc: dp.QueryError) -> ValidationFailed:
     return ValidationFailed(f"{exc.field}: {exc.message}", code="invalid_query", fields={exc.field: [exc.message]})
 
@@ -229,6 +242,7 @@ def job_run(*, job_id: int) -> str:
         return "failed"
     result = {
         **release.as_dict(),
+        **dp_neighbouring(row_count_public=dataset.row_count_public, epsilon=float(job.epsilon)),
         "dataset": dataset.pk,
         "dataset_version": job.dataset_version,
         "released_at": timezone.now().isoformat(),

@@ -317,6 +317,8 @@ def _job_context(job: Job) -> dict[str, Any]:
         if receipt.get("ckks"):
             receipt["ckks_error_text"] = presentation.fmt(receipt["ckks"].get("error_bound"))
         receipt["free_repeat"] = job.reused_from_id is not None
+        grid = receipt.get("granularity") or {}
+        receipt["granularity_text"] = ", ".join(f"{name} {presentation.fmt(g)}" for name, g in grid.items())
         receipt["released_at_time"] = parse_datetime(receipt.get("released_at") or "")
     return {
         "job": job,

@@ -42,6 +42,7 @@ from cloakroom_client.protocol.noise import Mechanism, make_rng, mechanism
 from compute.engines.quantile import dp_quantile, quantile_granularity
 
 CONFIDENCE = 0.95
+NEIGHBOURING = "add or remove one row"
 AGGREGATES = ("count", "sum", "mean", "variance", "std", "quantile", "histogram")
 NUMERIC_AGGREGATES = ("sum", "mean", "variance", "std", "quantile")
 MAX_GROUPS = 10_000
