@@ -49,6 +49,7 @@ import math
 import multiprocessing
 import os
 import platform
+import random
 import resource
 import shutil
 import statistics
@@ -400,33 +401,25 @@ def key_plan(plan: he_jobs.Plan, bundle: Bundle) -> dict:
     """The plan as the server hands it to the key holder (compute/he_services.key_plan)."""
     return {
         "job": 1,
+        "dataset": 1,
         "bundle_id": bundle.manifest["bundle_id"],
+        "query": plan.query,
+        "epsilon": repr(plan.epsilon),
+        "delta": "0",
         "aggregates": [{"name": a.name, "length": min(bundle.rows, bundle.manifest["slots"])} for a in plan.aggregates],
         "components": plan.key_plan(),
     }
 
 
 def release_timer(plan: he_jobs.Plan, bundle: Bundle, aggregate_paths: dict[str, str], secret) -> Callable[[], object]:
-    """Decryption plus noise for one job, the key holder's way (release.noisy_values if it exists,
-    else decrypt_sum plus numpy Laplace noise)."""
-    from cloakroom_client import he as client_he
+    """The key holder's work for one job (release.noisy_values): plan it again from the local
+    manifest and check the served plan, decrypt, round to the grid and add exact discrete noise."""
+    from cloakroom_client.release import noisy_values
 
     blobs = {name: Path(path).read_bytes() for name, path in aggregate_paths.items()}
     kp = key_plan(plan, bundle)
-    rng = np.random.default_rng(SEED)
-    try:
-        from cloakroom_client.release import noisy_values
-    except ImportError:  # pragma: no cover - the release module predates this benchmark in main
-        length = min(bundle.rows, bundle.manifest["slots"])
-
-        def noisy_values(p, blobs, secret, rng):
-            dec = {a["name"]: client_he.decrypt_sum(secret, blobs[a["name"]], length) for a in p["aggregates"]}
-            return {
-                c["name"]: c["offset"] + sum(k * dec[a] for a, k in c["terms"]) + rng.laplace(0.0, c["scale"])
-                for c in p["components"]
-            }
-
-    return lambda: noisy_values(kp, blobs, secret, rng)
+    rng = random.Random(SEED)
+    return lambda: noisy_values(kp, blobs, secret, rng, manifest=bundle.manifest)
 
 
 def encrypt(label: str, rows: int, csv_path: Path, root: Path, keystore: Path) -> Bundle:

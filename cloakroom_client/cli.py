@@ -291,9 +291,7 @@ class KeyAgent:
     failing server never receives two independent noisy copies of the same answer.
     """
 
-    def __init__(
-        self, client: Client, keystore: str | None, log: logging.Logger, epsilon_cap: Decimal | None = None
-    ):
+    def __init__(self, client: Client, keystore: str | None, log: logging.Logger, epsilon_cap: Decimal | None = None):
         from cloakroom_client import he
 
         self.he = he
@@ -499,7 +497,9 @@ def _key_agent(args: argparse.Namespace, client: Client) -> int:
     except ImportError as exc:
         log.error("the key agent needs TenSEAL (pip install tenseal): %s", exc)
         return 1
-    return KeyAgent(client, args.keystore, log, args.epsilon_cap).run(interval=args.interval, once=args.once, url=client.url)
+    return KeyAgent(client, args.keystore, log, args.epsilon_cap).run(
+        interval=args.interval, once=args.once, url=client.url
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -162,11 +162,15 @@ def own_plan(plan: Mapping[str, Any], manifest: Mapping[str, Any]) -> he_plan.Pl
         raise ReleaseError(f"plan of job {job}: 'epsilon' must be a finite number > 0, got {plan.get('epsilon')!r}")
     delta = _finite(plan.get("delta", 0))
     if delta != 0:
-        raise ReleaseError(f"plan of job {job}: HE jobs are pure epsilon; the plan asks for delta {plan.get('delta')!r}")
+        raise ReleaseError(
+            f"plan of job {job}: HE jobs are pure epsilon; the plan asks for delta {plan.get('delta')!r}"
+        )
     try:
         return he_plan.verify_key_plan(plan, manifest, epsilon_paid=epsilon)
     except QueryError as exc:
-        raise ReleaseError(f"plan of job {job} differs from the key holder's own plan: {exc.field}: {exc.message}") from None
+        raise ReleaseError(
+            f"plan of job {job} differs from the key holder's own plan: {exc.field}: {exc.message}"
+        ) from None
 
 
 def noisy_values(

@@ -55,6 +55,9 @@ class JobOutputSerializer(serializers.Serializer):
         out = {"aggregate": r.get("aggregate"), "groups": r.get("groups")}
         if "regression" in r:
             out["regression"] = r["regression"]
+        if "measurements" in r:
+            # HE: the key holder's noisy components as released, each on its grid (receipt.granularity).
+            out["measurements"] = r["measurements"]
         return out
 
     def get_receipt(self, obj) -> dict | None:

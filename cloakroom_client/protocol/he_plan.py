@@ -291,7 +291,11 @@ def plan(
     max_weight: float = math.inf,
 ) -> Plan:
     """Check an HE query against the manifest's declared columns and plan it. Raises QueryError."""
-    if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or not (math.isfinite(epsilon) and epsilon > 0):
+    if (
+        isinstance(epsilon, bool)
+        or not isinstance(epsilon, int | float)
+        or not (math.isfinite(epsilon) and epsilon > 0)
+    ):
         raise QueryError("epsilon", "Must be a finite number greater than 0.")
     epsilon = float(epsilon)
     if not isinstance(query, dict):
@@ -478,7 +482,9 @@ def plan(
             "xtx": {key: names[label] for key, label in xtx.items()},
             "xty": [names[label] for label in xty],
         }
-        mechanism_label = f"discrete Laplace on a grid (key holder) on each of the {len(stats)} statistics, epsilon split evenly"
+        mechanism_label = (
+            f"discrete Laplace on a grid (key holder) on each of the {len(stats)} statistics, epsilon split evenly"
+        )
     if flt is not None:
         canonical["filter"] = {"column": flt.name}
     return Plan(

@@ -342,7 +342,8 @@ def plan(schema: dict[str, ColumnMeta], query: Query, epsilon: float, delta: flo
             epsilon,
             delta,
             {"count": additive(e, d, 1.0), "sum": additive(e, d, radius), "sumsq": additive(e, d, radius**2)},
-            (kind or "discrete Laplace") + ": noisy count, centred sum and centred sum of squares, epsilon split in thirds",
+            (kind or "discrete Laplace")
+            + ": noisy count, centred sum and centred sum of squares, epsilon split in thirds",
         )
     if agg == "quantile":
         return Plan(
@@ -746,9 +747,7 @@ def run(
             for g, label in enumerate(labels):
                 vals = values if order is None else grouped_vals[bounds[g] : bounds[g + 1]]
                 vals = np.sort(vals, kind="quicksort")
-                answer = [
-                    dp_quantile(vals, lower, upper, q, p.quantile_epsilon, random_state) for q in query.quantiles
-                ]
+                answer = [dp_quantile(vals, lower, upper, q, p.quantile_epsilon, random_state) for q in query.quantiles]
                 # Quantiles are released in the order asked; sorting them is post-processing.
                 results.append(GroupResult(label, answer, None))
     granularity = {name: part.granularity for name, part in p.parts.items()}

@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from cloakroom_client.protocol.noise import mechanism
 from compute import services
 from compute.models import Job
 from marketplace.models import LedgerEntry, Purchase
@@ -210,8 +211,12 @@ def test_another_buyers_job_and_ledger_are_404(api, purchase, outsider):
 def test_an_estimate_spends_nothing_and_inverts(api, purchase):
     body = {"purchase": purchase.pk, "query": {"aggregate": "sum", "column": "age"}, "epsilon": "0.5"}
     est = api.post("/api/v1/jobs/estimate/", body, format="json").json()
-    assert est["noise_scale"] == pytest.approx(200.0)  # sensitivity 100 / 0.5
-    assert est["ci95_halfwidth"] == pytest.approx(200.0 * 2.995732, rel=1e-5) and est["exact"] is True
+    # Sensitivity 100 / 0.5, released on a grid of 100/1024 or finer: at most 1/1024 more noise.
+    noise = mechanism(0.5, 0.0, 100.0)
+    assert est["noise_scale"] == noise.scale and 200.0 <= noise.scale <= 200.0 * (1 + 1 / 1024)
+    # The exact 95% half-width of the discrete Laplace on that grid, plus half a grid step of rounding.
+    assert est["ci95_halfwidth"] == noise.halfwidth() and est["exact"] is True
+    assert est["ci95_halfwidth"] == pytest.approx(200.0 * 2.995732, rel=2e-3)
     assert est["price"] == "5.00"
     inverse = api.post("/api/v1/jobs/estimate/", {**body, "ci95_halfwidth": 100.0}, format="json").json()
     assert inverse["ci95_halfwidth"] <= 100.0 and float(inverse["epsilon"]) == pytest.approx(

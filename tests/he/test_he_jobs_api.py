@@ -6,12 +6,14 @@ tested in tests/integration/test_he_end_to_end.py."""
 from __future__ import annotations
 
 import math
+import random
 from decimal import Decimal
 
 import numpy as np
 import pytest
 
 from cloakroom_client import he as client_he
+from cloakroom_client.release import noisy_values
 from compute.models import Job, JobPart
 from compute.services import jobs_sweep
 from marketplace.models import Dataset, LedgerEntry
@@ -21,22 +23,17 @@ pytestmark = pytest.mark.django_db
 
 
 def key_holder_values(owner_client, plan: dict, table: EncryptedTable, rng) -> dict:
-    """What the key agent does (cloakroom_client's release code does the same): decrypt, noise."""
+    """What the key agent does, with its own code: plan the job again from the local manifest, check
+    the served plan against it, decrypt the aggregates, and release each component on its grid."""
     secret = client_he.load_secret_context(plan["bundle_id"], table.keystore)
-    sums = {}
-    for agg in plan["aggregates"]:
-        response = owner_client.get(agg["url"])
+    urls = {agg["name"]: agg["url"] for agg in plan["aggregates"]}
+
+    def fetch(name: str) -> bytes:
+        response = owner_client.get(urls[name])
         assert response.status_code == 200 and response["Content-Type"] == "application/octet-stream"
-        sums[agg["name"]] = client_he.decrypt_sum(secret, b"".join(response.streaming_content), agg["length"])
-    values = {}
-    for comp in plan["components"]:
-        value = comp["offset"] + sum(coef * sums[name] for name, coef in comp["terms"])
-        if comp["mechanism"] == "geometric":
-            p = math.exp(-comp["epsilon"] / comp["sensitivity"])
-            values[comp["name"]] = int(round(value)) + int(rng.geometric(1 - p) - rng.geometric(1 - p))
-        else:
-            values[comp["name"]] = value + float(rng.laplace(0, comp["scale"]))
-    return values
+        return b"".join(response.streaming_content)
+
+    return noisy_values(plan, fetch, secret, rng, manifest=table.manifest)
 
 
 def test_an_he_sum_is_computed_under_encryption_waits_for_the_key_and_is_released_once(
@@ -58,17 +55,25 @@ def test_an_he_sum_is_computed_under_encryption_waits_for_the_key_and_is_release
     assert awaiting["count"] == 1
     plan = awaiting["results"][0]
     assert plan["job"] == job.pk and plan["bundle_id"] == table.manifest["bundle_id"]
+    # Age is declared in [0, 100]: a row replaced in place moves the sum by at most 100. The value
+    # is released on a grid of 2^-4 (the largest power of two at most 100 / 1024), 1601 steps of
+    # which cover the sensitivity and the rounding: the scale is 1601 / 16 / 0.5.
     assert plan["components"] == [
         {
             "name": "sum",
             "terms": [["a0", 1.0]],
             "offset": 0.0,
+            "budget": "sum",
             "mechanism": "laplace",
             "epsilon": 0.5,
+            "delta": 0.0,
             "sensitivity": 100.0,
-            "scale": 200.0,
+            "granularity": 0.0625,
+            "steps": 1601,
+            "scale": 200.125,
         }
     ]
+    assert plan["query"] == {"aggregate": "sum", "column": "age"} and plan["epsilon"] == "0.500000"
     # Only the owner sees the plan and the ciphertexts.
     assert buyer_client.get("/api/v1/he/jobs/awaiting/").json()["count"] == 0
     assert buyer_client.get(f"/api/v1/he/jobs/{job.pk}/").status_code == 404
@@ -78,7 +83,8 @@ def test_an_he_sum_is_computed_under_encryption_waits_for_the_key_and_is_release
         == 404
     )
 
-    values = key_holder_values(owner_client, plan, table, np.random.default_rng(1))
+    values = key_holder_values(owner_client, plan, table, 1)
+    assert (values["sum"] / 0.0625).is_integer()  # on the grid
     released = owner_client.post(f"/api/v1/he/jobs/{job.pk}/release/", {"values": values}, format="json")
     assert released.status_code == 200, released.json()
     body = buyer_client.get(f"/api/v1/jobs/{job.pk}/").json()
@@ -87,7 +93,10 @@ def test_an_he_sum_is_computed_under_encryption_waits_for_the_key_and_is_release
     assert group["value"] == pytest.approx(values["sum"])
     truth = table.frame["age"].sum()
     low, high = group["ci95"]
-    assert high - low == pytest.approx(2 * (200 * math.log(20)), rel=1e-3)  # Laplace 95% plus a tiny CKKS bound
+    # The discrete Laplace's 95% interval on its grid, plus a tiny CKKS bound.
+    assert high - low == pytest.approx(2 * (200 * math.log(20)), rel=2e-3)
+    assert body["receipt"]["granularity"] == {"sum": 0.0625} and body["result"]["measurements"] == values
+    assert body["receipt"]["neighbouring"] == "replace one row in place"
     assert abs(group["value"] - truth) < 200 * math.log(1e6)  # within the noise's 1-in-a-million tail
     receipt = body["receipt"]
     assert receipt["mode"] == "he" and receipt["epsilon_charged"] == "0.500000"
@@ -127,7 +136,7 @@ def test_mean_variance_dot_and_regression_are_released_near_the_truth(
         ({"aggregate": "dot", "column": "age", "weights": weights.round(3).tolist()}, float(weights.round(3) @ age)),
         ({"aggregate": "count", "column": "ward", "category": "B"}, float((frame["ward"] == "B").sum())),
     ]
-    rng = np.random.default_rng(2)
+    rng = random.Random(2)
     for query, truth in cases:
         response = submit(buyer_client, he_purchase, query, "0.5", django_capture_on_commit_callbacks)
         assert response.status_code == 202, response.json()
@@ -168,10 +177,14 @@ def test_the_key_holders_values_are_checked_and_a_bad_post_changes_nothing(
     ).json()["id"]
     url = f"/api/v1/he/jobs/{job_id}/release/"
     for values, field in (
-        ({"count": 10}, "values.sum"),
-        ({"count": 10, "sum": 2, "extra": 1}, "values.extra"),
-        ({"count": 10, "sum": "NaN"}, "values.sum"),
+        ({"count": ROWS}, "values.sum"),
+        ({"count": ROWS, "sum": 2, "extra": 1}, "values.extra"),
+        ({"count": ROWS, "sum": "NaN"}, "values.sum"),
         (None, "values"),
+        # A raw float, as a continuous sampler gives, is not on the component's grid.
+        ({"count": ROWS, "sum": 0.1}, "values.sum"),
+        # The mean of age over ROWS rows of [0, 100]: a centred sum of 1.5e308 is impossible.
+        ({"count": ROWS, "sum": 1.5e308}, "values.sum"),
     ):
         response = owner_client.post(url, {"values": values}, format="json")
         assert response.status_code == 400 and field in response.json()["error"]["fields"], response.json()
@@ -230,15 +243,15 @@ def test_the_estimate_states_the_noise_and_the_ckks_error_before_spending(buyer_
     )
     assert response.status_code == 200, response.json()
     est = response.json()
-    assert est["noise_scale"] == pytest.approx(200.0)
-    assert est["ci95_halfwidth"] == pytest.approx(200 * math.log(20), rel=1e-6)
+    assert 200.0 <= est["noise_scale"] <= 200.0 * (1 + 1 / 1024)  # the grid costs at most 1/1024
+    assert est["ci95_halfwidth"] == pytest.approx(200 * math.log(20), rel=2e-3)
     assert est["price"] and est["affordable"] is True
     target = buyer_client.post(
         "/api/v1/jobs/estimate/",
         {"purchase": he_purchase, "query": {"aggregate": "sum", "column": "age"}, "ci95_halfwidth": 100},
         format="json",
     ).json()
-    assert Decimal(target["epsilon"]) == pytest.approx(Decimal(100 * math.log(20) / 100), abs=Decimal("0.00001"))
+    assert float(target["epsilon"]) == pytest.approx(100 * math.log(20) / 100, rel=2e-3)
     assert target["ci95_halfwidth"] <= 100
     assert Dataset.objects.get().epsilon_sold == Decimal("5")  # estimates spend nothing
 
@@ -255,7 +268,7 @@ def test_the_job_page_says_the_job_waits_for_the_key_then_shows_the_ckks_receipt
     assert "every 2s" in page  # it keeps polling while it waits
 
     plan = owner_client.get(f"/api/v1/he/jobs/{job_id}/").json()
-    values = key_holder_values(owner_client, plan, table, np.random.default_rng(9))
+    values = key_holder_values(owner_client, plan, table, 9)
     owner_client.post(f"/api/v1/he/jobs/{job_id}/release/", {"values": values}, format="json")
     page = client.get(f"/jobs/{job_id}/body/").content.decode()
     assert "homomorphic encryption (CKKS)" in page and "N = 8192" in page and "60, 40, 40, 60 bits" in page
