@@ -186,6 +186,18 @@ def test_dataset_page_shows_a_public_row_count(owner, buyer):
     assert "4321" in page
 
 
+def test_dataset_page_says_in_words_which_neighbours_epsilon_protects(owner, buyer):
+    private = DatasetFactory(owner=owner, row_count=4321, row_count_public=False)
+    public = DatasetFactory(owner=owner, row_count=4321, row_count_public=True)
+
+    private_page = logged_in(buyer).get(reverse("dataset-detail", args=[private.pk])).content.decode()
+    public_page = logged_in(buyer).get(reverse("dataset-detail", args=[public.pk])).content.decode()
+
+    assert "protects any one row being added or removed" in private_page
+    assert "against one row replaced by another, the same answers are worth 2ε" in public_page
+    assert reverse("privacy") in private_page and reverse("privacy") in public_page
+
+
 def test_dataset_page_shows_the_owner_their_private_row_count(owner):
     dataset = DatasetFactory(owner=owner, row_count=4321, row_count_public=False)
 
