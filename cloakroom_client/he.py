@@ -327,6 +327,32 @@ def decrypt_vector(secret_context: ts.Context, ciphertext_bytes: bytes, length: 
     return values
 
 
+def decrypt_aggregate(
+    secret_context: ts.Context, ciphertext_bytes: bytes, length: int, *, depth: int, scale_bits: int
+) -> float:
+    """Decrypt an aggregate the key holder's own plan expects after ``depth`` multiplications, and
+    add its first ``length`` slots; an HEError when the ciphertext is not what that plan computes.
+
+    The level (how many primes the ciphertext has lost to rescaling) and the recorded scale are read
+    from the ciphertext itself and compared with the plan before decrypting: an aggregate planned as
+    a plain sum that went through a multiplication (a slot mask picking one row, say) is refused.
+    These are metadata the server chose, so a refusal tells it nothing about the data.
+    """
+    if not secret_context.is_private():
+        raise HEError("could not be decrypted with this key: the context holds no secret key")
+    vector = ts.ckks_vector_from(secret_context, ciphertext_bytes)
+    ciphertext = vector.ciphertext()[0]
+    dropped = len(data_primes(secret_context)) - ciphertext.coeff_modulus_size()
+    if dropped != depth:
+        raise HEError(f"the ciphertext went through {dropped} multiplication(s); its plan needs {depth}")
+    if not (ciphertext.scale > 0 and abs(math.log2(ciphertext.scale) - scale_bits) < 0.5):
+        raise HEError(f"the ciphertext's scale is not the bundle's 2^{scale_bits}")
+    values = np.asarray(vector.decrypt(), dtype=float) * scale_correction(secret_context, vector)
+    if not 0 <= length <= len(values):
+        raise HEError(f"length {length} is outside 0..{len(values)} slots")
+    return math.fsum(values[:length].tolist())
+
+
 def decrypt_sum(secret_context: ts.Context, ciphertext_bytes: bytes, length: int) -> float:
     """Decrypt an aggregate ciphertext and add up its first ``length`` slots.
 

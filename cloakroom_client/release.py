@@ -194,7 +194,7 @@ def noisy_values(
     :class:`ReleaseError` for a plan that is refused or an aggregate that cannot be decrypted; the
     message never carries a decrypted value.
     """
-    from cloakroom_client.he import decrypt_sum  # TenSEAL is imported only when decrypting
+    from cloakroom_client.he import HEError, decrypt_aggregate  # TenSEAL is imported only when decrypting
 
     own = own_plan(plan, manifest)
     generator = noise.make_rng(rng)
@@ -204,13 +204,20 @@ def noisy_values(
 
     decrypted: dict[str, float] = {}
     try:
+        depths = {a.name: own.aggregate_depth(a) for a in own.aggregates}
+        scale_bits = int(manifest["global_scale_bits"])
         for name in (a.name for a in own.aggregates if a.name in used):
             try:
                 data = fetch(name)
             except KeyError:
                 raise ReleaseError(f"aggregate {name!r}: no ciphertext was given for it") from None
             try:
-                value = decrypt_sum(secret_context, data, lengths[name])
+                value = decrypt_aggregate(
+                    secret_context, data, lengths[name], depth=depths[name], scale_bits=scale_bits
+                )
+            except HEError as exc:
+                # The ciphertext's level or scale is not what the own plan computes (metadata only).
+                raise ReleaseError(f"aggregate {name!r}: {exc}") from None
             except Exception as exc:
                 # The error's text comes from TenSEAL/SEAL and holds no plaintext; it is not chained,
                 # so a traceback shows nothing of this frame's locals either.
@@ -230,6 +237,11 @@ def noisy_values(
             value = math.fsum(parts)
             if not math.isfinite(value):
                 raise ReleaseError(f"component {name!r}: its value is not a finite number")
+            # Clamped to what the declared bounds allow: an honest value is already inside (up to the
+            # CKKS error), and a substituted ciphertext cannot push a release past the bounds. No
+            # error is raised, so the server learns nothing from whether the value was inside.
+            lo, hi = own.value_range(component)
+            value = min(max(value, lo), hi)
             try:
                 noisy = component.noise.release(value, generator)
             except noise.NoiseError:

@@ -157,6 +157,26 @@ class Plan:
             spent[c.budget] = max(spent.get(c.budget, 0.0), c.noise.epsilon)
         return math.fsum(spent.values())
 
+    def aggregate_range(self, aggregate: Aggregate) -> tuple[float, float]:
+        """Where an aggregate can lie: ``rows`` terms each in its declared range (padding adds zeros)."""
+        lo, hi = aggregate.term_range
+        return self.rows * min(lo, 0.0), self.rows * max(hi, 0.0)
+
+    def value_range(self, component: Component) -> tuple[float, float]:
+        """Where a component's un-noised value can lie, from the declared bounds alone."""
+        ranges = {a.name: self.aggregate_range(a) for a in self.aggregates}
+        lo = hi = component.offset
+        for name, coef in component.terms:
+            x, y = ranges[name]
+            lo += min(coef * x, coef * y)
+            hi += max(coef * x, coef * y)
+        return lo, hi
+
+    @staticmethod
+    def aggregate_depth(aggregate: Aggregate) -> int:
+        """The multiplications (and so the rescales) an honest server's ciphertext went through."""
+        return len(aggregate.factors) - 1 + int(aggregate.weighted)
+
     def key_aggregates(self) -> list[dict[str, Any]]:
         return [{"name": a.name, "length": self.length} for a in self.aggregates]
 

@@ -34,6 +34,7 @@ import random
 import secrets
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 from statistics import NormalDist
 from typing import Any
 
@@ -61,7 +62,8 @@ def make_rng(seed: random.Random | int | None = None) -> random.Random:
 
 def exact(number: Any) -> Fraction:
     """A finite number as a fraction: a float by its shortest decimal (0.1 is 1/10), else exactly."""
-    if isinstance(number, float):
+    if isinstance(number, float):  # numpy's float64 too, whose repr is not a plain decimal
+        number = float(number)
         if not math.isfinite(number):
             raise NoiseError(f"not a finite number: {number!r}")
         return Fraction(repr(number))
@@ -75,8 +77,18 @@ def _bernoulli(rng: random.Random, p: Fraction) -> bool:
     return rng.randrange(p.denominator) < p.numerator
 
 
+def _rational(value: Any, name: str) -> Fraction:
+    """A finite number as an exact fraction, or a NoiseError naming it."""
+    try:
+        number = value if isinstance(value, Fraction) else exact(float(value) if not isinstance(value, int) else value)
+    except (TypeError, ValueError, OverflowError):
+        raise NoiseError(f"{name} must be a finite number") from None
+    return number
+
+
 def bernoulli_exp(rng: random.Random, gamma: Fraction) -> bool:
     """True with probability exp(-gamma), gamma >= 0, exactly."""
+    gamma = _rational(gamma, "gamma")
     if gamma < 0:
         raise NoiseError("gamma must be >= 0")
     while gamma > 1:
@@ -91,7 +103,7 @@ def bernoulli_exp(rng: random.Random, gamma: Fraction) -> bool:
 
 def discrete_laplace(rng: random.Random, scale: Fraction) -> int:
     """A whole number z with P(z) = (1 - p) / (1 + p) * p**|z|, p = exp(-1 / scale), exactly."""
-    scale = Fraction(scale)
+    scale = _rational(scale, "scale")
     if scale <= 0:
         raise NoiseError("scale must be > 0")
     t, s = scale.numerator, scale.denominator  # P(z) ∝ exp(-|z| s / t)
@@ -112,7 +124,7 @@ def discrete_laplace(rng: random.Random, scale: Fraction) -> int:
 
 def discrete_gaussian(rng: random.Random, sigma2: Fraction) -> int:
     """A whole number z with P(z) ∝ exp(-z**2 / (2 sigma2)), exactly."""
-    sigma2 = Fraction(sigma2)
+    sigma2 = _rational(sigma2, "sigma2")
     if sigma2 <= 0:
         raise NoiseError("sigma2 must be > 0")
     t = math.isqrt(sigma2.numerator // sigma2.denominator) + 1
@@ -154,28 +166,28 @@ class Mechanism:
     steps: int  # the sensitivity in grid steps, rounding included
     integer: bool = False  # a whole-number measurement: nothing is rounded
 
-    @property
+    @cached_property
     def _eps(self) -> Fraction:
         return exact(self.epsilon)
 
-    @property
+    @cached_property
     def laplace_steps(self) -> Fraction:
         """The discrete Laplace scale in grid steps: steps / epsilon."""
         return Fraction(self.steps) / self._eps
 
-    @property
+    @cached_property
     def sigma2_steps(self) -> Fraction:
         """The discrete Gaussian's sigma**2 in grid steps (rounded up: more noise is always safe)."""
         sigma2 = self.steps**2 / (2.0 * gaussian_rho(self.epsilon, self.delta))
         return Fraction(sigma2 * (1.0 + 1e-12))
 
-    @property
+    @cached_property
     def scale(self) -> float:
         if self.kind == "gaussian":
             return math.sqrt(float(self.sigma2_steps)) * self.granularity
         return float(self.laplace_steps) * self.granularity
 
-    @property
+    @cached_property
     def _p(self) -> float:
         return math.exp(-float(self._eps) / self.steps)
 
@@ -200,7 +212,7 @@ class Mechanism:
         p = self._p
         return 2.0 * p ** (math.floor(t / self.granularity) + 1) / (1.0 + p)
 
-    @property
+    @cached_property
     def std(self) -> float:
         if self.kind == "gaussian":
             return self.scale

@@ -294,15 +294,6 @@ def _bound(
         raise QueryError(field_name, f"{exc}.") from None
 
 
-def _interval(terms: Sequence[tuple[str, float]], offset: float, ranges: Mapping[str, tuple[float, float]]):
-    lo = hi = offset
-    for a, c in terms:
-        x, y = ranges[a]
-        lo += min(c * x, c * y)
-        hi += max(c * x, c * y)
-    return lo, hi
-
-
 def plan(
     query: Any,
     manifest: Mapping[str, Any],
@@ -322,13 +313,10 @@ def plan(
     columns = manifest_columns(manifest)
     bound_rows = p.rows if public_rows else math.ceil(p.rows / p.slots) * p.slots
     errors: dict[str, float] = {}
-    ranges: dict[str, tuple[float, float]] = {}
     for a in p.aggregates:
         field_name = "query.weights" if a.weighted else "query.column"
         weight_bound = p.weight_bound if a.weighted else 0.0
         errors[a.name] = _bound([columns[f] for f in a.factors], bound_rows, p.params, weight_bound, field_name)
-        lo, hi = a.term_range
-        ranges[a.name] = (p.rows * min(lo, 0.0), p.rows * max(hi, 0.0))
     comps = tuple(
         Component(
             c.name,
@@ -338,7 +326,7 @@ def plan(
             c.noise,
             sum(abs(coef) * errors[a] for a, coef in c.terms),
             c.budget,
-            _interval(c.terms, c.offset, ranges),
+            p.value_range(c),
         )
         for c in p.components
     )

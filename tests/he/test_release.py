@@ -1,154 +1,98 @@
-"""The key holder's release: the noise samplers (statistically, fixed seeds, tolerances derived from
-each mechanism's moments), plan checks, and noisy values computed from real TenSEAL aggregates.
-No database is needed."""
+"""The key holder's release: plan checks, the key holder's own re-planning of a served plan from its
+own manifest (a lying server is refused before anything is decrypted), and noisy values computed
+from real TenSEAL aggregates, released on their grids with exact discrete noise (statistical checks
+use fixed seeds and tolerances derived from each mechanism's exact law). The samplers themselves
+are tested in tests/privacy/test_grid_noise.py. No database is needed."""
 
 from __future__ import annotations
 
+import copy
 import math
+import random
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cloakroom_client import he, noise
-from cloakroom_client.release import ReleaseError, check_plan, noisy_values
+from cloakroom_client import he
+from cloakroom_client.protocol import he_plan
+from cloakroom_client.release import EpsilonLedger, ReleaseError, check_plan, noisy_values, own_plan, release_job
 from compute.engines.he import ckks_error_bound, encrypted_sum
 
-N = 20_000
 Z = 4.5  # standard errors allowed in every statistical check
-EPSILONS = (0.1, 1.0, 5.0)
-SENSITIVITIES = (1.0, 25.0)
-TAIL = 1e-4  # the noise bound used below is its 99.99% quantile
+TAIL = 1e-4  # the noise bound used below is the one the noise passes with probability at most this
+
+BUNDLE_ID = "0123456789abcdef0123456789abcdef"
+# A bundle's manifest as the key holder keeps it (only what the planner reads): bmi in [10, 60].
+EXAMPLE_MANIFEST = {
+    "bundle_id": BUNDLE_ID,
+    "rows": 1000,
+    "slots": 2048,
+    "poly_modulus_degree": 4096,
+    "coeff_mod_bit_sizes": [40, 20, 40],
+    "global_scale_bits": 20,
+    "job_classes": ["sum"],
+    "columns": [
+        {"name": "bmi", "source": "bmi", "kind": "numeric", "lower": 10, "upper": 60},
+        {"name": "smoker", "source": "smoker", "kind": "boolean", "lower": 0, "upper": 1},
+    ],
+}
 
 
-# -- the samplers ------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("epsilon", EPSILONS)
-@pytest.mark.parametrize("sensitivity", SENSITIVITIES)
-def test_laplace_draws_have_the_mean_and_variance_of_laplace(epsilon, sensitivity):
-    b = sensitivity / epsilon
-    draws = noise.laplace(np.random.default_rng(20240601), b, size=N)
-    assert draws.shape == (N,) and draws.dtype == float
-    # Mean 0, standard error sqrt(2 b^2 / n).
-    assert abs(draws.mean()) <= Z * math.sqrt(2 * b**2 / N)
-    # Var = 2 b^2; the sample variance has variance (mu4 - sigma^4) / n with mu4 = 24 b^4 for Laplace.
-    sigma2 = 2 * b**2
-    se_var = math.sqrt((24 * b**4 - sigma2**2) / N)
-    assert abs(draws.var(ddof=1) - sigma2) <= Z * se_var
-    # The scale is really b: half the draws fall within b ln 2 of 0 (binomial standard error).
-    inside = np.mean(np.abs(draws) <= b * math.log(2))
-    assert abs(inside - 0.5) <= Z * math.sqrt(0.25 / N)
-
-
-def geometric_moments(p: float) -> tuple[float, float]:
-    """Variance and fourth moment of the two-sided geometric, summing its pmf numerically."""
-    k_max = math.ceil(math.log(1e-25) / math.log(p)) if p > 0 else 0
-    k = np.arange(-k_max, k_max + 1, dtype=float)
-    pmf = (1 - p) / (1 + p) * p ** np.abs(k)
-    assert math.isclose(pmf.sum(), 1.0, rel_tol=1e-12)
-    return float(np.sum(k**2 * pmf)), float(np.sum(k**4 * pmf))
-
-
-@pytest.mark.parametrize("epsilon", EPSILONS)
-@pytest.mark.parametrize("sensitivity", SENSITIVITIES)
-def test_two_sided_geometric_draws_have_its_law(epsilon, sensitivity):
-    p = math.exp(-epsilon / sensitivity)
-    draws = noise.two_sided_geometric(np.random.default_rng(777), epsilon, sensitivity, size=N)
-    assert draws.dtype == np.int64 and draws.shape == (N,)
-
-    variance, mu4 = geometric_moments(p)
-    assert math.isclose(variance, 2 * p / (1 - p) ** 2, rel_tol=1e-9)  # the closed form, checked numerically
-    assert abs(draws.mean()) <= Z * math.sqrt(variance / N)
-    se_var = math.sqrt((mu4 - variance**2) / N)
-    assert abs(draws.var(ddof=1) - variance) <= Z * se_var
-
-    p0 = (1 - p) / (1 + p)
-    observed = np.mean(draws == 0)
-    assert abs(observed - p0) <= Z * math.sqrt(p0 * (1 - p0) / N)
-
-
-def test_a_single_draw_is_a_plain_number():
-    rng = np.random.default_rng(1)
-    assert type(noise.laplace(rng, 2.0)) is float
-    assert type(noise.two_sided_geometric(rng, 1.0, 1.0)) is int
-
-
-def test_a_huge_epsilon_over_sensitivity_gives_no_geometric_noise():
-    # p = exp(-1000) underflows to 0: the law is the point mass at 0.
-    assert noise.two_sided_geometric(np.random.default_rng(1), 1000.0, 1.0) == 0
-
-
-@pytest.mark.parametrize("bad", [0.0, -1.0, math.inf, math.nan])
-def test_the_samplers_refuse_a_scale_that_is_not_finite_and_positive(bad):
-    rng = np.random.default_rng(1)
-    with pytest.raises(ValueError, match="scale"):
-        noise.laplace(rng, bad)
-    with pytest.raises(ValueError, match="epsilon"):
-        noise.two_sided_geometric(rng, bad, 1.0)
-    with pytest.raises(ValueError, match="sensitivity"):
-        noise.two_sided_geometric(rng, 1.0, bad)
-
-
-def test_the_default_generator_is_seeded_from_the_os_csprng(monkeypatch):
-    # Two default generators draw different streams...
-    assert noise.default_rng().integers(2**62) != noise.default_rng().integers(2**62)
-    # ...because the seed is 128 bits from `secrets`.
-    asked = []
-
-    def randbits(k):
-        asked.append(k)
-        return 12345
-
-    monkeypatch.setattr(noise.secrets, "randbits", randbits)
-    assert noise.default_rng().random() == np.random.default_rng(12345).random()
-    assert asked == [128]
+def served_plan(query: dict, manifest: dict, epsilon: float, *, job: int = 7, paid: float | None = None) -> dict:
+    """The plan a server sends for ``query`` at ``epsilon``, built with the shared planner as the server
+    builds it; ``paid`` is the job's epsilon the plan states (by default ``epsilon``)."""
+    planned = he_plan.plan(query, manifest, epsilon)
+    return {
+        "job": job,
+        "dataset": 1,
+        "bundle_id": manifest["bundle_id"],
+        "query": planned.query,
+        "epsilon": f"{epsilon if paid is None else paid:f}",
+        "delta": "0",
+        "aggregates": [
+            {**a, "url": f"/api/v1/he/jobs/{job}/aggregates/{a['name']}/"} for a in planned.key_aggregates()
+        ],
+        "components": planned.key_components(),
+        "created_at": "2025-01-01T00:00:00Z",
+    }
 
 
 # -- plans -------------------------------------------------------------------------------------------
 
-BUNDLE_ID = "0123456789abcdef0123456789abcdef"
-
 
 def plan_for(**changes) -> dict:
-    """The contract's example plan, with components replaced by keyword."""
-    plan = {
-        "job": 12,
-        "dataset": 3,
-        "bundle_id": BUNDLE_ID,
-        "query": {"aggregate": "mean", "column": "bmi"},
-        "epsilon": "0.500000",
-        "aggregates": [{"name": "a0", "length": 2048, "url": "/api/v1/he/jobs/12/aggregates/a0/"}],
-        "components": [
-            {
-                "name": "count",
-                "terms": [],
-                "offset": 1000.0,
-                "mechanism": "geometric",
-                "epsilon": 0.25,
-                "sensitivity": 1.0,
-                "scale": 4.0,
-            },
-            {
-                "name": "sum",
-                "terms": [["a0", 1.0]],
-                "offset": -25000.0,
-                "mechanism": "laplace",
-                "epsilon": 0.25,
-                "sensitivity": 25.0,
-                "scale": 100.0,
-            },
-        ],
-        "created_at": "2025-01-01T00:00:00Z",
-    }
+    """The served plan of a mean of bmi at epsilon 0.5, with components' fields replaced by keyword."""
+    plan = served_plan({"aggregate": "mean", "column": "bmi"}, EXAMPLE_MANIFEST, 0.5, job=12)
     for name, fields in changes.items():
         component = next(c for c in plan["components"] if c["name"] == name)
         component.update(fields)
     return plan
 
 
-def test_the_contracts_example_plan_passes():
-    check_plan(plan_for())
+def test_the_served_plan_states_each_components_grid_and_budget():
+    plan = plan_for()
+    check_plan(plan)
+    assert plan["delta"] == "0"
+    count, total = plan["components"]
+    # The count of an unfiltered mean is the manifest's row count, noised on a grid of 2^-10 ...
+    assert {k: count[k] for k in ("terms", "offset", "budget", "mechanism", "epsilon", "delta")} == {
+        "terms": [],
+        "offset": 1000.0,
+        "budget": "count",
+        "mechanism": "laplace",
+        "epsilon": 0.25,
+        "delta": 0.0,
+    }
+    assert (count["sensitivity"], count["granularity"], count["steps"]) == (1.0, 2.0**-10, 1025)
+    # ... and the centred sum (offset -mid * rows) has the replace-one sensitivity upper - lower = 50,
+    # on a grid of 2^-5 (the largest power of two <= 50 / 1024), 1600 + 1 steps.
+    assert (total["terms"], total["offset"], total["budget"]) == ([["a0", 1.0]], -35_000.0, "sum")
+    assert (total["sensitivity"], total["granularity"], total["steps"]) == (50.0, 2.0**-5, 1601)
+    for c in (count, total):
+        assert c["scale"] == c["steps"] * c["granularity"] / c["epsilon"]
+        assert c["sensitivity"] / c["epsilon"] <= c["scale"] <= c["sensitivity"] / c["epsilon"] * (1 + 1 / 1024)
 
 
 def test_a_scale_equal_to_sensitivity_over_epsilon_up_to_rounding_passes():
@@ -173,7 +117,7 @@ def test_a_scale_equal_to_sensitivity_over_epsilon_up_to_rounding_passes():
         ({"count": {"sensitivity": None}}, ["component 'count'", "sensitivity"]),
         ({"count": {"mechanism": "gaussian"}}, ["component 'count'", "unknown mechanism", "'gaussian'"]),
         ({"sum": {"mechanism": None}}, ["component 'sum'", "unknown mechanism"]),
-        ({"sum": {"scale": 99.0}}, ["component 'sum'", "scale 99", "sensitivity / epsilon", "less noise"]),
+        ({"sum": {"scale": 199.0}}, ["component 'sum'", "scale 199", "sensitivity / epsilon", "less noise"]),
         ({"count": {"scale": 3.9}}, ["component 'count'", "less noise"]),
     ],
 )
@@ -185,7 +129,7 @@ def test_check_plan_refuses_a_bad_component_and_names_it(changes, words):
 
 
 def test_a_smaller_epsilon_with_the_same_scale_is_refused():
-    # epsilon 0.2 at sensitivity 1 needs scale >= 5; the plan still says 4.
+    # epsilon 0.2 at sensitivity 1 needs scale >= 5; the plan still says 4.004.
     with pytest.raises(ReleaseError, match="component 'count'.*less noise"):
         check_plan(plan_for(count={"epsilon": 0.2}))
 
@@ -214,8 +158,18 @@ def test_check_plan_refuses_a_malformed_plan(mutate, words):
 def test_a_refused_plan_decrypts_nothing():
     asked = []
     with pytest.raises(ReleaseError, match="less noise"):
-        noisy_values(plan_for(sum={"scale": 1.0}), lambda name: asked.append(name) or b"", secret_context=None)
+        noisy_values(
+            plan_for(sum={"scale": 1.0}),
+            lambda name: asked.append(name) or b"",
+            secret_context=None,
+            manifest=EXAMPLE_MANIFEST,
+        )
     assert asked == []
+
+
+def test_the_own_plan_of_an_honest_served_plan_is_the_shared_planners():
+    own = own_plan(plan_for(), EXAMPLE_MANIFEST)
+    assert own == he_plan.plan({"aggregate": "mean", "column": "bmi"}, EXAMPLE_MANIFEST, 0.5)
 
 
 # -- release with real TenSEAL ---------------------------------------------------------------------
@@ -225,198 +179,325 @@ SCHEMA = [
     {"name": "bmi", "kind": "numeric", "lower": 10, "upper": 60},
     {"name": "smoker", "kind": "boolean"},
 ]
+MEAN = {"aggregate": "mean", "column": "bmi"}
+SUM = {"aggregate": "sum", "column": "bmi"}
+COUNT = {"aggregate": "count", "column": "smoker"}
 
 
 @pytest.fixture(scope="module")
 def encrypted(tmp_path_factory):
-    """A CSV encrypted with the owner's own code, the aggregates the server would compute from its
-    chunks, and the plaintext truth."""
+    """A CSV encrypted with the owner's own code; the key holder's own copy of the manifest (the one
+    ``encrypt_csv`` writes beside the key); each column's aggregate as the server computes it from
+    the chunks; the plaintext column sums; and the CKKS error bound of each."""
     root = tmp_path_factory.mktemp("release")
-    rng = np.random.default_rng(5)
+    rng = np.random.default_rng(5)  # public test data
     frame = pd.DataFrame(
         {"bmi": np.round(rng.uniform(15, 45, ROWS), 2), "smoker": rng.choice(["yes", "no"], ROWS, p=[0.3, 0.7])}
     )
     frame.to_csv(root / "data.csv", index=False)
     manifest = he.encrypt_csv(root / "data.csv", SCHEMA, root / "bundle", keystore=root / "keys", progress=False)
+    own_manifest = he.load_local_manifest(manifest["bundle_id"], root / "keys")
+    assert own_manifest == manifest
     public = (root / "bundle" / "context.bin").read_bytes()
-    aggregates = {}
-    for name, column in zip(("a0", "a1"), manifest["columns"]):
+    columns = {}
+    for column in manifest["columns"]:
         assert len(column["files"]) == 2
         chunks = [(root / "bundle" / f["file"]).read_bytes() for f in column["files"]]
-        aggregates[name] = encrypted_sum(public, chunks)
+        columns[column["name"]] = encrypted_sum(public, chunks)
     secret = he.load_secret_context(manifest["bundle_id"], root / "keys")
-    truth = {"a0": float(frame["bmi"].sum()), "a1": float((frame["smoker"] == "yes").sum())}
+    truth = {"bmi": float(frame["bmi"].sum()), "smoker": float((frame["smoker"] == "yes").sum())}
+    params = {"poly_modulus_degree": 4096, "global_scale_bits": 20, "coeff_mod_bit_sizes": [40, 20, 40]}
     tolerance = {
-        "a0": ckks_error_bound(
-            "sum",
-            ROWS,
-            lower=10,
-            upper=60,
-            poly_modulus_degree=4096,
-            global_scale_bits=20,
-            coeff_mod_bit_sizes=[40, 20, 40],
-        ),
-        "a1": ckks_error_bound(
-            "sum",
-            ROWS,
-            lower=0,
-            upper=1,
-            poly_modulus_degree=4096,
-            global_scale_bits=20,
-            coeff_mod_bit_sizes=[40, 20, 40],
-        ),
+        "bmi": ckks_error_bound("sum", ROWS, lower=10, upper=60, **params),
+        "smoker": ckks_error_bound("sum", ROWS, lower=0, upper=1, **params),
     }
-    return manifest, aggregates, secret, truth, tolerance
+    return own_manifest, columns, secret, truth, tolerance
 
 
-def he_plan(manifest) -> dict:
-    length = min(manifest["rows"], manifest["slots"])
-    return {
-        "job": 7,
-        "dataset": 1,
-        "bundle_id": manifest["bundle_id"],
-        "query": {"aggregate": "mean", "column": "bmi"},
-        "epsilon": "1.000000",
-        "aggregates": [
-            {"name": "a0", "length": length, "url": "/api/v1/he/jobs/7/aggregates/a0/"},
-            {"name": "a1", "length": length, "url": "/api/v1/he/jobs/7/aggregates/a1/"},
-        ],
-        "components": [
-            # A count of smokers with an offset (geometric, an integer) ...
-            {
-                "name": "count",
-                "terms": [["a1", 1.0]],
-                "offset": 1000.0,
-                "mechanism": "geometric",
-                "epsilon": 0.5,
-                "sensitivity": 1.0,
-                "scale": 2.0,
-            },
-            # ... a sum centred by an offset (Laplace) ...
-            {
-                "name": "sum",
-                "terms": [["a0", 1.0]],
-                "offset": -30.0 * ROWS,
-                "mechanism": "laplace",
-                "epsilon": 0.25,
-                "sensitivity": 60.0,
-                "scale": 240.0,
-            },
-            # ... and a combination of both aggregates.
-            {
-                "name": "mix",
-                "terms": [["a0", 0.5], ["a1", -2.0]],
-                "offset": 3.0,
-                "mechanism": "laplace",
-                "epsilon": 0.25,
-                "sensitivity": 32.0,
-                "scale": 128.0,
-            },
-        ],
-    }
+def aggregates_of(plan: he_plan.Plan, columns: dict) -> dict[str, bytes]:
+    """The served ciphertext of each aggregate of ``plan`` (all single-column sums here)."""
+    assert all(len(a.factors) == 1 and not a.weighted for a in plan.aggregates)
+    return {a.name: columns[a.factors[0]] for a in plan.aggregates}
 
 
-def laplace_bound(scale: float) -> float:
-    return scale * math.log(1 / TAIL)  # P(|X| > t) = exp(-t / b)
+def served(query: dict, encrypted, epsilon: float = 1.0, **kw) -> tuple[dict, he_plan.Plan, dict]:
+    manifest, columns, _, _, _ = encrypted
+    own = he_plan.plan(query, manifest, epsilon)
+    return served_plan(query, manifest, epsilon, **kw), own, aggregates_of(own, columns)
 
 
-def geometric_bound(epsilon: float, sensitivity: float) -> int:
-    p = math.exp(-epsilon / sensitivity)
-    return math.ceil(math.log(TAIL * (1 + p) / 2) / math.log(p)) - 1  # P(|G| > k) = 2 p^(k+1) / (1 + p)
+def component_truth(component: he_plan.Component, own: he_plan.Plan, truth: dict, tolerance: dict):
+    """The un-noised value of a component and the CKKS error it may carry."""
+    column = {a.name: a.factors[0] for a in own.aggregates}
+    value = component.offset + sum(coef * truth[column[a]] for a, coef in component.terms)
+    error = sum(abs(coef) * tolerance[column[a]] for a, coef in component.terms)
+    return value, error
 
 
-def test_noisy_values_are_the_truth_plus_noise_of_the_plans_size(encrypted):
-    manifest, aggregates, secret, truth, tol = encrypted
-    plan = he_plan(manifest)
-    values = noisy_values(plan, aggregates, secret, rng=np.random.default_rng(2024))
-    assert set(values) == {"count", "sum", "mix"}
+def tail_steps(epsilon: float, steps: int, tail: float = TAIL) -> int:
+    """The smallest k with P(|Z| > k) <= tail for the discrete Laplace P(z) ∝ p^|z|, p = exp(-eps/steps):
+    P(|Z| > k) = 2 p^(k+1) / (1 + p)."""
+    p = math.exp(-epsilon / steps)
+    k = math.ceil(math.log(tail * (1 + p) / 2) / math.log(p)) - 1
+    assert 2 * p ** (k + 1) / (1 + p) <= tail < 2 * p**k / (1 + p)
+    return k
 
-    count_truth = 1000 + truth["a1"]
-    assert isinstance(values["count"], int)
-    assert abs(values["count"] - count_truth) <= geometric_bound(0.5, 1.0) + tol["a1"] + 0.5
 
-    sum_truth = truth["a0"] - 30.0 * ROWS
-    assert isinstance(values["sum"], float)
-    assert abs(values["sum"] - sum_truth) <= laplace_bound(240.0) + tol["a0"]
-    # Noise was really added: it is far larger than the CKKS error (deterministic with this seed).
-    assert abs(values["sum"] - sum_truth) > 10 * tol["a0"]
+def on_grid(value, g) -> bool:
+    return math.isfinite(value) and (Fraction(value) / Fraction(g)).denominator == 1
 
-    mix_truth = 3.0 + 0.5 * truth["a0"] - 2.0 * truth["a1"]
-    assert abs(values["mix"] - mix_truth) <= laplace_bound(128.0) + 0.5 * tol["a0"] + 2 * tol["a1"]
+
+@pytest.mark.parametrize("query", [MEAN, SUM, COUNT], ids=lambda q: q["aggregate"])
+def test_the_honest_plan_releases_values_on_the_grid_within_the_noises_tail_bound(encrypted, query):
+    manifest, _, secret, truth, tol = encrypted
+    plan, own, aggregates = served(query, encrypted)
+    values = noisy_values(plan, aggregates, secret, rng=random.Random(2024), manifest=manifest)
+    assert set(values) == {c.name for c in own.components}
+    for component in own.components:
+        value, g = values[component.name], component.noise.granularity
+        if component.noise.integer:
+            assert component.noise.kind == "geometric" and g == 1.0 and type(value) is int
+        else:
+            assert component.noise.kind == "laplace" and type(value) is float
+        assert on_grid(value, g)
+        exact, ckks = component_truth(component, own, truth, tol)
+        # The value is rounded to the grid (at most g / 2 off, plus the CKKS error) and moved by
+        # k grid steps, with |k| > tail_steps with probability at most TAIL.
+        k = tail_steps(component.noise.epsilon, component.noise.steps)
+        assert abs(value - exact) <= (k + 0.5) * g + ckks, component.name
+        if not component.noise.integer:
+            # Noise was really added: far more than the CKKS error (deterministic with this seed).
+            assert abs(value - exact) > 10 * max(ckks, g)
+
+
+def test_a_count_is_the_exact_integer_plus_geometric_noise(encrypted):
+    _, _, secret, truth, _ = encrypted
+    plan, own, aggregates = served(COUNT, encrypted, epsilon=1e6)
+    # At epsilon 10^6, p = exp(-10^6) is 0.0: no noise, and the CKKS error is rounded away.
+    assert noisy_values(plan, aggregates, secret, rng=1, manifest=encrypted[0]) == {"count0": int(truth["smoker"])}
 
 
 def test_the_same_seed_gives_the_same_values_and_another_seed_others(encrypted):
-    manifest, aggregates, secret, _, _ = encrypted
-    plan = he_plan(manifest)
-    first = noisy_values(plan, aggregates, secret, rng=np.random.default_rng(99))
-    again = noisy_values(plan, lambda name: aggregates[name], secret, rng=np.random.default_rng(99))
+    manifest, _, secret, _, _ = encrypted
+    plan, _, aggregates = served(MEAN, encrypted)
+    first = noisy_values(plan, aggregates, secret, rng=random.Random(99), manifest=manifest)
+    again = noisy_values(plan, lambda name: aggregates[name], secret, rng=random.Random(99), manifest=manifest)
     assert first == again
-    assert noisy_values(plan, aggregates, secret, rng=99) == first  # a seed works as well
-    other = noisy_values(plan, aggregates, secret, rng=np.random.default_rng(100))
-    assert other["sum"] != first["sum"] and other["mix"] != first["mix"]
+    assert noisy_values(plan, aggregates, secret, rng=99, manifest=manifest) == first  # a seed works as well
+    other = noisy_values(plan, aggregates, secret, rng=random.Random(100), manifest=manifest)
+    assert other["sum"] != first["sum"] and other["count"] != first["count"]
     # Without an rng the noise comes from the OS: two calls differ.
-    assert noisy_values(plan, aggregates, secret)["sum"] != noisy_values(plan, aggregates, secret)["sum"]
+    assert noisy_values(plan, aggregates, secret, manifest=manifest) != noisy_values(
+        plan, aggregates, secret, manifest=manifest
+    )
 
 
-def test_released_noise_has_the_plans_scale(encrypted):
-    """The release wires the plan's parameters into the samplers: over 1000 releases of the same
-    job, the spread of the noisy values is that of Laplace(scale) and of the geometric with
-    p = exp(-epsilon / sensitivity)."""
-    manifest, aggregates, secret, truth, _ = encrypted
-    plan = he_plan(manifest)
-    plan["components"] = plan["components"][:2]
-    rng = np.random.default_rng(31337)
-    n = 1000
-    draws = [noisy_values(plan, aggregates, secret, rng=rng) for _ in range(n)]
-    sums = np.array([d["sum"] for d in draws])
-    counts = np.array([d["count"] for d in draws])
-
-    b = 240.0
-    assert abs(sums.var(ddof=1) - 2 * b**2) <= Z * math.sqrt(20 * b**4 / n)
-    assert abs(sums.mean() - (truth["a0"] - 30.0 * ROWS)) <= Z * math.sqrt(2 * b**2 / n) + 1.0
-
-    p = math.exp(-0.5)
-    variance, mu4 = geometric_moments(p)
-    assert abs(counts.var(ddof=1) - variance) <= Z * math.sqrt((mu4 - variance**2) / n)
+@pytest.mark.parametrize("bad", [np.random.default_rng(1), np.random.RandomState(1), 1.5])
+def test_a_numpy_generator_is_refused(encrypted, bad):
+    manifest, _, secret, _, _ = encrypted
+    plan, _, aggregates = served(MEAN, encrypted)
+    with pytest.raises(TypeError):
+        noisy_values(plan, aggregates, secret, rng=bad, manifest=manifest)
 
 
-def test_only_the_aggregates_a_component_uses_are_fetched(encrypted):
-    manifest, aggregates, secret, _, _ = encrypted
-    plan = he_plan(manifest)
-    plan["components"] = [plan["components"][1]]  # "sum" uses a0 only
+def discrete_laplace_moments(epsilon: float, steps: int) -> tuple[float, float]:
+    """Variance and fourth moment (in grid steps) of the discrete Laplace, summed from its pmf."""
+    p = math.exp(-epsilon / steps)
+    k = np.arange(0, math.ceil(math.log(1e-30) / math.log(p)) + 1, dtype=float)
+    pmf = (1 - p) / (1 + p) * np.exp(k * math.log(p))
+    pmf[1:] *= 2.0  # P(|Z| = k)
+    assert math.isclose(math.fsum(pmf), 1.0, rel_tol=1e-12)
+    return math.fsum(pmf * k**2), math.fsum(pmf * k**4)
+
+
+@pytest.mark.parametrize(("query", "draws"), [(MEAN, 2000), (COUNT, 2000)], ids=["mean", "count"])
+def test_released_noise_has_the_own_plans_law(encrypted, query, draws):
+    """The release wires its own plan's mechanism into the sampler: over repeated releases of one job,
+    each component's noise, in grid steps, has the variance of the discrete Laplace with
+    p = exp(-epsilon / steps) (the two-sided geometric for a count)."""
+    manifest, _, secret, truth, tol = encrypted
+    plan, own, aggregates = served(query, encrypted)
+    rng = random.Random(31337)
+    out = [noisy_values(plan, aggregates, secret, rng=rng, manifest=manifest) for _ in range(draws)]
+    for component in own.components:
+        g = component.noise.granularity
+        exact, ckks = component_truth(component, own, truth, tol)
+        steps = np.array([d[component.name] for d in out]) / g
+        assert np.all(steps == np.round(steps))
+        var, mu4 = discrete_laplace_moments(component.noise.epsilon, component.noise.steps)
+        assert abs(steps.var(ddof=1) - var) <= Z * math.sqrt((mu4 - var**2) / draws), component.name
+        # Centred on the grid point of the (CKKS-decrypted) truth: within g / 2 + the CKKS error of it.
+        assert abs(steps.mean() - exact / g) <= Z * math.sqrt(var / draws) + 0.5 + ckks / g, component.name
+
+
+def test_every_aggregate_of_the_plan_is_fetched_once(encrypted):
+    manifest, _, secret, _, _ = encrypted
+    plan, own, aggregates = served(MEAN, encrypted)
     asked = []
 
     def fetch(name):
         asked.append(name)
         return aggregates[name]
 
-    assert set(noisy_values(plan, fetch, secret, rng=1)) == {"sum"}
-    assert asked == ["a0"]
+    assert set(noisy_values(plan, fetch, secret, rng=1, manifest=manifest)) == {"count", "sum"}
+    assert asked == [a.name for a in own.aggregates] == ["a0"]
 
 
 def test_an_aggregate_that_is_not_a_ciphertext_is_refused_by_name(encrypted):
-    manifest, aggregates, secret, _, _ = encrypted
-    with pytest.raises(ReleaseError, match="aggregate 'a1': could not be decrypted"):
-        noisy_values(he_plan(manifest), {"a0": aggregates["a0"], "a1": b"not a ciphertext"}, secret, rng=1)
-    with pytest.raises(ReleaseError, match="aggregate 'a1': no ciphertext"):
-        noisy_values(he_plan(manifest), {"a0": aggregates["a0"]}, secret, rng=1)
+    manifest, _, secret, _, _ = encrypted
+    plan, _, _ = served(MEAN, encrypted)
+    with pytest.raises(ReleaseError, match="aggregate 'a0': could not be decrypted"):
+        noisy_values(plan, {"a0": b"not a ciphertext"}, secret, rng=1, manifest=manifest)
+    with pytest.raises(ReleaseError, match="aggregate 'a0': no ciphertext"):
+        noisy_values(plan, {}, secret, rng=1, manifest=manifest)
 
 
 def test_the_public_context_cannot_release(encrypted):
-    manifest, aggregates, secret, _, _ = encrypted
+    manifest, _, secret, _, _ = encrypted
+    plan, _, aggregates = served(MEAN, encrypted)
     public = secret.copy()
     public.make_context_public()
     with pytest.raises(ReleaseError, match="could not be decrypted"):
-        noisy_values(he_plan(manifest), aggregates, public, rng=1)
+        noisy_values(plan, aggregates, public, rng=1, manifest=manifest)
 
 
 def test_no_un_noised_value_leaves_noisy_values(encrypted):
-    """The Laplace components returned are noisy: none equals an un-noised aggregate or component
-    (to CKKS precision). (A geometric component may legitimately draw 0.)"""
-    manifest, aggregates, secret, truth, tol = encrypted
-    plan = he_plan(manifest)
-    values = noisy_values(plan, aggregates, secret, rng=np.random.default_rng(4))
-    unnoised = [truth["a0"], truth["a1"], 1000 + truth["a1"], truth["a0"] - 30.0 * ROWS]
-    unnoised.append(3.0 + 0.5 * truth["a0"] - 2.0 * truth["a1"])
-    for name in ("sum", "mix"):
-        assert all(abs(values[name] - u) > 2 * tol["a0"] for u in unnoised)
+    """The sums returned are noisy: none equals an un-noised aggregate or component (to CKKS
+    precision). (A count, whose noise has a scale of a few units, may legitimately land on its truth.)"""
+    manifest, _, secret, truth, tol = encrypted
+    unnoised = [truth["bmi"], truth["smoker"], float(ROWS), truth["bmi"] - 35.0 * ROWS]
+    slack = 2 * max(tol.values())
+    for query in (MEAN, SUM):
+        plan, own, aggregates = served(query, encrypted)
+        values = noisy_values(plan, aggregates, secret, rng=random.Random(4), manifest=manifest)
+        assert own.components[-1].name == "sum" and own.components[-1].noise.scale >= 50
+        assert all(abs(values["sum"] - u) > slack for u in unnoised)
+
+
+# -- a lying server is refused before anything is decrypted ------------------------------------------
+
+
+def _lowered(plan: dict) -> None:
+    total = plan["components"][1]
+    # A consistent lie: check_plan alone would pass it (scale = sensitivity / epsilon).
+    total.update(sensitivity=1e-12, scale=1e-12 / total["epsilon"], steps=1, granularity=2.0**-50)
+
+
+def _more_epsilon(plan: dict) -> None:
+    for component in plan["components"]:
+        component["epsilon"] *= 1000
+        component["scale"] /= 1000
+
+
+def _offset(plan: dict) -> None:
+    plan["components"][0]["offset"] += 1.0  # a count of rows + 1
+
+
+def _finer_grid(plan: dict) -> None:
+    plan["components"][1].update(granularity=plan["components"][1]["granularity"] / 2)
+
+
+def _other_term(plan: dict) -> None:
+    plan["components"][1]["terms"] = [["a0", 2.0]]
+
+
+LIES = [
+    pytest.param(_lowered, "components.sum.sensitivity", id="lowered-sensitivity-and-scale"),
+    pytest.param(lambda p: p["aggregates"][0].update(length=1), "aggregates.a0.length", id="length-1"),
+    pytest.param(_more_epsilon, "components.count.epsilon", id="component-epsilon-above-the-jobs"),
+    pytest.param(
+        lambda p: p["components"].append({**p["components"][1], "name": "sum2"}),
+        "the server sent 3 components; this job has 2",
+        id="extra-component",
+    ),
+    pytest.param(lambda p: p["components"].pop(), "the server sent 1 components; this job has 2", id="missing"),
+    pytest.param(_offset, "components.count.offset", id="different-offset"),
+    pytest.param(_finer_grid, "components.sum.granularity", id="finer-grid"),
+    pytest.param(_other_term, "components.sum.terms", id="other-coefficient"),
+    pytest.param(lambda p: p["components"][0].update(budget="sum"), "components.count.budget", id="shared-budget"),
+]
+
+
+@pytest.mark.parametrize(("lie", "words"), LIES)
+def test_noisy_values_refuses_a_served_plan_that_differs_from_its_own_and_decrypts_nothing(encrypted, lie, words):
+    manifest, _, secret, _, _ = encrypted
+    plan, _, aggregates = served(MEAN, encrypted)
+    lie(plan)
+    asked = []
+    with pytest.raises(ReleaseError) as info:
+        noisy_values(plan, lambda name: asked.append(name) or aggregates[name], secret, rng=1, manifest=manifest)
+    assert "differs from the key holder's own plan" in str(info.value)
+    assert words in str(info.value)
+    assert asked == []
+
+
+def test_a_plan_spending_more_epsilon_than_the_job_paid_for_is_refused(encrypted):
+    """Every component planned honestly, but at epsilon 2 while the job states (and paid) 1."""
+    manifest, _, secret, _, _ = encrypted
+    plan, _, aggregates = served(MEAN, encrypted, epsilon=2.0, paid=1.0)
+    assert plan["epsilon"] == "1.000000"
+    check_plan(plan)  # internally consistent: only re-planning shows the lie
+    asked = []
+    with pytest.raises(ReleaseError, match="differs from the key holder's own plan: components.count.epsilon"):
+        noisy_values(plan, lambda name: asked.append(name) or aggregates[name], secret, rng=1, manifest=manifest)
+    assert asked == []
+
+
+def test_a_served_plan_from_a_narrower_manifest_than_the_owners_is_refused(encrypted):
+    """A server whose manifest declares bmi in [30, 31] plans a sensitivity of 1 instead of 50; the key
+    holder plans from its own copy and refuses."""
+    manifest, _, secret, _, _ = encrypted
+    lying = copy.deepcopy(manifest)
+    lying["columns"][0].update(lower=30, upper=31)
+    plan, _, _ = served(MEAN, (lying, *encrypted[1:]))
+    asked = []
+    with pytest.raises(ReleaseError, match="differs from the key holder's own plan"):
+        noisy_values(plan, lambda name: asked.append(name) or b"", secret, rng=1, manifest=manifest)
+    assert asked == []
+
+
+@pytest.mark.parametrize(
+    ("mutate", "words"),
+    [
+        (lambda p: p.update(delta="0.000001"), "pure epsilon"),
+        (lambda p: p.update(epsilon="lots"), "'epsilon'"),
+        (lambda p: p.update(bundle_id="f" * 32), "not the local manifest's"),
+        (lambda p: p.update(query={"aggregate": "sum", "column": "bmi"}), "differs from the key holder's own plan"),
+    ],
+)
+def test_a_served_plan_with_a_delta_another_bundle_or_another_query_is_refused(encrypted, mutate, words):
+    manifest, _, secret, _, _ = encrypted
+    plan, _, aggregates = served(MEAN, encrypted)
+    mutate(plan)
+    asked = []
+    with pytest.raises(ReleaseError, match=words):
+        noisy_values(plan, lambda name: asked.append(name) or aggregates[name], secret, rng=1, manifest=manifest)
+    assert asked == []
+
+
+class FakeClient:
+    def __init__(self, aggregates):
+        self.aggregates, self.fetched, self.posted = aggregates, [], []
+
+    def aggregate_bytes(self, job, name):
+        self.fetched.append((job, name))
+        return self.aggregates[name]
+
+    def release(self, job, values):
+        self.posted.append((job, values))
+        return {"id": job, "status": "released"}
+
+
+def test_release_job_refuses_an_epsilon_past_the_key_holders_own_cap(encrypted, tmp_path):
+    manifest, _, secret, _, _ = encrypted
+    plan, _, aggregates = served(MEAN, encrypted, epsilon=1.0)
+    client = FakeClient(aggregates)
+    ledger = EpsilonLedger(tmp_path / "ledger.jsonl", "0.5")
+    with pytest.raises(ReleaseError, match="would pass the owner's cap of 0.5"):
+        release_job(client, plan, secret, rng=1, manifest=manifest, ledger=ledger)
+    assert client.fetched == [] and client.posted == [] and ledger.entries() == []
+    # Under a cap with room the same plan is released, recorded once, with values on their grids.
+    ledger = EpsilonLedger(tmp_path / "ledger.jsonl", "1.5")
+    done = release_job(client, plan, secret, rng=1, manifest=manifest, ledger=ledger)
+    assert client.posted == [(7, done.values)] and [e["job"] for e in ledger.entries()] == [7]
+    assert on_grid(done.values["sum"], plan["components"][1]["granularity"])
