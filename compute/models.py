@@ -16,7 +16,8 @@ class Job(models.Model):
 
     Status moves queued -> running -> released, or to failed / cancelled (both refund the
     reservation). ``claim`` is a fresh token each time a worker takes the job: only the holder of
-    the current claim can release it, so a task delivered twice cannot release or charge twice.
+    the current claim can release it, so a task delivered twice cannot release or charge twice. A
+    running job whose worker died goes back to queued (compute.services.jobs_sweep).
     """
 
     class Kind(models.TextChoices):
@@ -51,6 +52,14 @@ class Job(models.Model):
     reused_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="reuses")
     claim = models.CharField(max_length=32, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # Deliveries (docs/RELIABILITY.md): how many times the job's task was sent to the broker, and when
+    # last. A job submitted while the broker was down has none yet; the sweeper sends it, and fails and
+    # refunds a queued job after CLOAKROOM_JOB_MAX_DELIVERIES sends that no worker started.
+    sends = models.PositiveIntegerField(default=0)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    # DP jobs: the running task's heartbeat, every CLOAKROOM_JOB_HEARTBEAT_SECONDS; once it stops the
+    # sweeper re-queues the job without waiting for the lease. Null for HE jobs (the lease alone).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     # HE jobs: when the encrypted aggregate was stored and the job began to wait for the key holder.

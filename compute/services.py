@@ -12,6 +12,12 @@ The budget guarantee rests on three rules, each enforced in the database:
   matches no row and writes nothing: one job, one charge, one result.
 * Refund: failure and cancellation move the job out of an open status with a conditional UPDATE and,
   only if that matched, write the ``refund`` row and give the budget back, so a refund happens once.
+
+What the broker and the workers may do wrong is handled here too (docs/RELIABILITY.md): a task that
+cannot be sent leaves its job queued and accepted, for the sweeper to send; a running DP job beats a
+heartbeat, so a dead worker's job is re-queued within a minute instead of after its lease; and a
+queued job whose deliveries keep being dropped is failed and refunded after
+``CLOAKROOM_JOB_MAX_DELIVERIES`` of them.
 """
 
 from __future__ import annotations
@@ -21,15 +27,19 @@ import json
 import logging
 import math
 import secrets
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import ROUND_UP, Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from accounts.models import User
@@ -45,6 +55,12 @@ from marketplace.services import purchase_price
 logger = logging.getLogger(__name__)
 
 DELTA_Q = Decimal("0.000000000001")
+
+# A running DP job whose heartbeat is older than this many beats belongs to a dead worker.
+HEARTBEAT_MISSES = 3
+# A job is sent to the broker once its transaction commits; the sweeper leaves a job that was never
+# sent alone this long, so that it does not race that first send.
+SEND_GRACE = timedelta(seconds=10)
 
 
 def dp_neighbouring(*, row_count_public: bool, epsilon: float) -> dict[str, Any]:
@@ -65,25 +81,39 @@ def _query_error(exc: dp.QueryError) -> ValidationFailed:
 
 
 def _budget_numbers(epsilon: Any, delta: Any) -> tuple[Decimal, Decimal]:
-    """Exact epsilon and delta from the request, refusing anything not finite or out of range."""
+    """Exact epsilon and delta from the request, refusing anything not finite or out of range.
+
+    Only ASCII decimal notation is read (``0.5``, ``1e-5``). Python's Decimal also accepts digit
+    separators and any script's digits, so ``"1_0"`` would be 10 and ``"١"`` would be 1: a buyer who
+    meant something else must get a 400 naming the field, never a charge for a number they did not
+    write.
+    """
+
+    def decimal_text(value: Any) -> str:
+        text = str(value).strip()
+        if "_" in text or not text.isascii():
+            raise ValueError("not plain decimal notation")
+        return text
+
     errors: dict[str, list[str]] = {}
+    not_a_number = "Must be a number in plain decimal notation, such as 0.5 or 1e-5 (no underscores)."
     try:
-        eps = Decimal(str(epsilon))
+        eps = Decimal(decimal_text(epsilon))
         if not eps.is_finite() or eps <= 0:
             errors["epsilon"] = ["Must be a finite number greater than 0."]
         elif eps != eps.quantize(EPSILON_QUANTUM):
             errors["epsilon"] = ["At most 6 decimal places."]
     except (ArithmeticError, ValueError, TypeError):
-        errors["epsilon"] = ["Must be a number."]
+        errors["epsilon"] = [not_a_number]
         eps = Decimal(0)
     try:
-        dlt = Decimal(str(delta if delta is not None else 0))
+        dlt = Decimal(decimal_text(delta if delta is not None else 0))
         if not dlt.is_finite() or dlt < 0 or dlt >= 1:
             errors["delta"] = ["Must be a finite number in [0, 1)."]
         elif dlt != dlt.quantize(DELTA_Q):
             errors["delta"] = ["At most 12 decimal places."]
     except (ArithmeticError, ValueError, TypeError):
-        errors["delta"] = ["Must be a number."]
+        errors["delta"] = [not_a_number]
         dlt = Decimal(0)
     if errors:
         name, reasons = next(iter(errors.items()))
@@ -190,7 +220,9 @@ def job_submit(
             LedgerEntry.objects.create(
                 dataset=dataset, purchase=purchase, job_id=job.pk, kind=LedgerEntry.Kind.RESERVE, epsilon=eps, delta=dlt
             )
-            transaction.on_commit(lambda: _enqueue(job.pk, dataset.mode))
+            # After the commit the job is accepted whatever the broker does: a send that fails leaves it
+            # queued, and the sweeper sends it once the broker is back.
+            transaction.on_commit(lambda: _send(job.pk, dataset.mode))
     except IntegrityError:
         # Two requests raced with the same Idempotency-Key: the other one won; answer with its job.
         earlier = Job.objects.filter(buyer=buyer, idempotency_key=idempotency_key).first()
@@ -210,23 +242,103 @@ def _enqueue(job_id: int, mode: str = Dataset.Mode.DP) -> None:
     run_dp_job.apply_async(args=[job_id], queue=settings.CLOAKROOM_DP_QUEUE)
 
 
-def _claim(job_id: int) -> str | None:
-    """Take the job for this worker: queued, or running under a lease that has expired."""
-    token = secrets.token_hex(16)
-    lease = timezone.now() - timedelta(seconds=settings.CLOAKROOM_JOB_LEASE_SECONDS)
-    from django.db.models import Q
+def _send(job_id: int, mode: str = Dataset.Mode.DP) -> bool:
+    """Send a job's task to the broker and count the delivery. Never raises: when the broker cannot
+    be reached (the publish is bounded by the retry policy and socket timeouts in the settings) the
+    job stays queued with nothing sent, and the sweeper sends it later. Returns whether it was sent."""
+    try:
+        _enqueue(job_id, mode)
+    except Exception as exc:  # Kombu raises transport-specific errors; any of them means "not sent".
+        logger.warning(
+            "job %s: its task could not be sent to the broker (%s: %s); the sweeper will send it",
+            job_id,
+            type(exc).__name__,
+            exc,
+        )
+        return False
+    try:
+        Job.objects.filter(pk=job_id).update(sends=F("sends") + 1, sent_at=timezone.now())
+    except DatabaseError as exc:  # sent all the same; the sweeper may send it once more, which is harmless
+        logger.warning("job %s: sent, but the delivery was not counted: %s", job_id, exc)
+    return True
 
-    taken = Job.objects.filter(
-        Q(status=Job.Status.QUEUED) | Q(status=Job.Status.RUNNING, started_at__lt=lease), pk=job_id
-    ).update(status=Job.Status.RUNNING, claim=token, started_at=timezone.now(), attempts=F("attempts") + 1)
+
+def _queue_of(mode: str) -> str:
+    return settings.CLOAKROOM_HE_QUEUE if mode == Dataset.Mode.HE else settings.CLOAKROOM_DP_QUEUE
+
+
+def _abandoned(now) -> Q:
+    """Running jobs whose worker is gone: the lease has expired, or (DP jobs) the heartbeat stopped.
+
+    Heartbeats are written and compared in the database's clock (``Now()``), so a worker's clock and
+    the sweeper's need not agree to within the few beats that decide."""
+    lease = now - timedelta(seconds=settings.CLOAKROOM_JOB_LEASE_SECONDS)
+    silent = Now() - timedelta(seconds=HEARTBEAT_MISSES * settings.CLOAKROOM_JOB_HEARTBEAT_SECONDS)
+    return Q(status=Job.Status.RUNNING) & (Q(started_at__lt=lease) | Q(heartbeat_at__lt=silent))
+
+
+def _claim(job_id: int, *, heartbeat: bool = False) -> str | None:
+    """Take the job for this worker: queued, or running under a worker that is gone.
+
+    ``heartbeat``: the caller beats the job's heartbeat while it runs (:func:`_heartbeat`), so the
+    sweeper may take the job back once the beats stop. HE jobs, whose parts run in other tasks and
+    may wait in the queue, claim without one and keep the lease alone.
+    """
+    token = secrets.token_hex(16)
+    now = timezone.now()
+    taken = Job.objects.filter(Q(status=Job.Status.QUEUED) | _abandoned(now), pk=job_id).update(
+        status=Job.Status.RUNNING,
+        claim=token,
+        started_at=now,
+        heartbeat_at=Now() if heartbeat else None,
+        attempts=F("attempts") + 1,
+    )
     return token if taken else None
+
+
+@contextmanager
+def _heartbeat(job_id: int, claim: str) -> Iterator[None]:
+    """Beat the running job's heartbeat from a thread every CLOAKROOM_JOB_HEARTBEAT_SECONDS.
+
+    A worker that dies (SIGKILL, the hard time limit, a lost machine) stops beating, and the sweeper
+    re-queues the job after HEARTBEAT_MISSES beats. The thread stops when the block ends, or as soon
+    as the job is no longer running under this claim (released, failed, cancelled or taken back).
+    """
+    interval = settings.CLOAKROOM_JOB_HEARTBEAT_SECONDS
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(interval):
+                try:
+                    if not Job.objects.filter(pk=job_id, status=Job.Status.RUNNING, claim=claim).update(
+                        heartbeat_at=Now()
+                    ):
+                        return
+                except DatabaseError as exc:
+                    logger.warning("job %s: heartbeat not recorded: %s", job_id, exc)
+        finally:
+            connections.close_all()  # this thread's own connections
+
+    thread = threading.Thread(target=beat, name=f"job-{job_id}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
 def job_run(*, job_id: int) -> str:
     """Run one job to its release. Idempotent: returns what it did ("released", "skipped", "failed")."""
-    token = _claim(job_id)
+    token = _claim(job_id, heartbeat=True)
     if token is None:
         return "skipped"  # done, cancelled, or running under another worker's live claim
+    with _heartbeat(job_id, token):
+        return _run_claimed(job_id, token)
+
+
+def _run_claimed(job_id: int, token: str) -> str:
     job = Job.objects.select_related("dataset").get(pk=job_id)
     if settings.CLOAKROOM_FAULT_JOB_DELAY_SECONDS:
         time.sleep(settings.CLOAKROOM_FAULT_JOB_DELAY_SECONDS)
@@ -285,9 +397,12 @@ def _refund(job: Job) -> None:
 
 
 @transaction.atomic
-def job_fail(*, job_id: int, reason: str, claim: str | None = None) -> bool:
-    """Mark an open job failed and refund its reservation, once. Returns whether it did."""
-    query = Job.objects.filter(pk=job_id, status__in=Job.OPEN_STATUSES)
+def job_fail(*, job_id: int, reason: str, claim: str | None = None, statuses=Job.OPEN_STATUSES) -> bool:
+    """Mark an open job failed and refund its reservation, once. Returns whether it did.
+
+    ``claim`` and ``statuses`` narrow it to a job still held by that claim, or still in one of those
+    statuses, so that a job a worker took meanwhile is left alone."""
+    query = Job.objects.filter(pk=job_id, status__in=statuses)
     if claim is not None:
         query = query.filter(claim=claim)
     if not query.update(status=Job.Status.FAILED, error=reason[:2000], finished_at=timezone.now()):
@@ -318,30 +433,99 @@ def job_cancel(*, buyer: User, job_id: Any) -> Job:
 
 
 def jobs_sweep() -> dict[str, int]:
-    """Re-queue or fail jobs stuck past their time limit, so nothing waits forever.
+    """Send, re-queue or fail and refund jobs that would otherwise wait forever. Run by Celery beat
+    every CLOAKROOM_SWEEP_SECONDS; safe to run twice at once (every change is a conditional UPDATE,
+    and a task sent twice is claimed once).
 
-    A running job whose lease expired (its worker died) is re-queued while it has attempts left,
-    then failed and refunded. A queued job nobody picked up for a lease (a lost message) is sent
-    again. Re-queueing is safe: only the worker that next claims the job can release it.
+    * A running job whose worker is gone (its heartbeat stopped, or its lease expired) goes back to
+      the queue and is sent again while it has attempts left (CLOAKROOM_JOB_MAX_ATTEMPTS), then is
+      failed and refunded. Only the worker that claims it next can release it.
+    * A queued job that was never sent (the broker was down when it was submitted) is sent.
+    * A queued job that was sent but not started within CLOAKROOM_JOB_REDELIVER_SECONDS, while its
+      queue is empty (so its message is not waiting behind others: it was lost, or delivered to a
+      worker that dropped it), is sent again, and after CLOAKROOM_JOB_MAX_DELIVERIES sends is failed
+      and refunded.
+
+    Once one send fails the broker is taken to be down and nothing more is sent in this sweep.
     """
-    lease = timezone.now() - timedelta(seconds=settings.CLOAKROOM_JOB_LEASE_SECONDS)
+    now = timezone.now()
     counts = {"requeued": 0, "failed": 0}
-    stuck = Job.objects.filter(status=Job.Status.RUNNING, started_at__lt=lease).select_related("dataset")
-    for job in stuck:
+    to_send: list[Job] = []
+    for job in Job.objects.filter(_abandoned(now)).select_related("dataset"):
         if job.attempts >= settings.CLOAKROOM_JOB_MAX_ATTEMPTS:
             if job_fail(
                 job_id=job.pk,
                 reason="The job did not finish within its time limit after several attempts; your budget was refunded.",
+                claim=job.claim,
             ):
                 counts["failed"] += 1
-        else:
-            _enqueue(job.pk, job.dataset.mode)
-            counts["requeued"] += 1
-    for job in Job.objects.filter(status=Job.Status.QUEUED, created_at__lt=lease).select_related("dataset"):
-        _enqueue(job.pk, job.dataset.mode)
+        elif Job.objects.filter(_abandoned(now), pk=job.pk, claim=job.claim).update(
+            status=Job.Status.QUEUED, claim="", heartbeat_at=None, sent_at=None
+        ):
+            logger.info("job %s: its worker is gone (attempt %s); back in the queue", job.pk, job.attempts)
+            to_send.append(job)
+
+    redeliver = now - timedelta(seconds=settings.CLOAKROOM_JOB_REDELIVER_SECONDS)
+    waiting = _QueueLengths()
+    queued = (
+        Job.objects.filter(status=Job.Status.QUEUED)
+        .filter(Q(sent_at__isnull=True, created_at__lt=now - SEND_GRACE) | Q(sent_at__lt=redeliver))
+        .exclude(pk__in=[job.pk for job in to_send])
+        .select_related("dataset")
+        .order_by("created_at", "id")
+    )
+    for job in queued:
+        if job.sent_at is not None:
+            length = waiting.get(_queue_of(job.dataset.mode))
+            if length is None or length > 0:
+                continue  # the broker cannot say, or the message may still wait its turn
+            if job.sends >= settings.CLOAKROOM_JOB_MAX_DELIVERIES:
+                if job_fail(
+                    job_id=job.pk,
+                    reason=f"The job was sent to the workers {job.sends} times and none of them could start it; "
+                    "your budget was refunded. Try again later, or contact the administrator if it keeps failing.",
+                    statuses=(Job.Status.QUEUED,),
+                ):
+                    logger.warning("job %s failed and refunded after %s deliveries", job.pk, job.sends)
+                    counts["failed"] += 1
+                continue
+        to_send.append(job)
+
+    for job in to_send:
+        if not _send(job.pk, job.dataset.mode):
+            break  # the broker is down; the next sweep tries again
         counts["requeued"] += 1
     counts["key_wait_expired"] = he_jobs_sweep()
     return counts
+
+
+class _QueueLengths:
+    """How many messages wait in each queue, asked of the broker once per queue and sweep; None when
+    the broker cannot be asked."""
+
+    def __init__(self) -> None:
+        self._lengths: dict[str, int | None] = {}
+
+    def get(self, queue: str) -> int | None:
+        if queue not in self._lengths:
+            self._lengths[queue] = self._ask(queue)
+        return self._lengths[queue]
+
+    @staticmethod
+    def _ask(queue: str) -> int | None:
+        from kombu.exceptions import ChannelError
+
+        from config.celery_app import app
+
+        try:
+            with app.connection_for_write() as conn:
+                try:
+                    return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+                except ChannelError:
+                    return 0  # no such queue: nothing waits in it (Redis drops an empty list)
+        except Exception as exc:  # Kombu raises transport-specific errors; any of them means "cannot say".
+            logger.warning("sweeper: could not read the length of queue %s: %s", queue, exc)
+            return None
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,9 @@ def run_dp_job(job_id: int) -> str:
     is done, cancelled or held by another worker, so one job is charged and released once.
 
     ``acks_late`` with ``reject_on_worker_lost`` puts the message back when the worker process dies
-    mid-job; the next worker can claim the job once the dead worker's lease expires.
+    mid-job. While the job runs, a thread beats its heartbeat; once the beats stop (the worker was
+    killed, or lost its machine) the sweeper puts the job back in the queue within about a minute
+    (docs/RELIABILITY.md).
     """
     from compute.services import job_run
 
@@ -31,7 +33,9 @@ def run_dp_job(job_id: int) -> str:
 
 @shared_task(name="compute.sweep_jobs")
 def sweep_jobs() -> dict:
-    """Run by Celery beat: re-queue or fail and refund jobs stuck past their time limit."""
+    """Run by Celery beat every CLOAKROOM_SWEEP_SECONDS (on the default queue; a sweep that waited past
+    the next is dropped): send jobs the broker missed, re-queue dead workers' jobs, and fail and refund
+    jobs that cannot run (compute.services.jobs_sweep)."""
     from compute.services import jobs_sweep
 
     return jobs_sweep()

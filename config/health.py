@@ -4,9 +4,13 @@ Open to anyone (load balancers and container healthchecks have no credentials), 
 only "ok" or "unreachable" and when a worker was last seen: never a host name, URL, version or
 error text that would tell an outsider how the deployment is built.
 
-The status is 200 while the database answers, 503 when it does not: without a database the web
-process can serve nothing, whereas an unreachable broker only delays jobs and is reported in the
-body for monitoring to act on.
+The status is 200 while the database and the broker both answer, and 503 when either does not,
+with the body saying which. Without a database the web process can serve nothing; without a broker
+it still takes job submissions (they are stored, answered 202 and sent by the sweeper once the broker
+is back, docs/RELIABILITY.md), but no job runs meanwhile, and monitoring must know.
+
+The broker check is bounded: it gives up after BROKER_TIMEOUT seconds (and the socket timeouts of
+the broker settings), whether the broker refuses connections or accepts them and never answers.
 """
 
 from __future__ import annotations
@@ -88,10 +92,11 @@ class HealthApi(APIView):
             except DatabaseError as exc:
                 # The heartbeat table may not exist yet (migrations pending); that is not an outage.
                 logger.warning("health: could not read worker heartbeats: %s", exc)
+        broker = broker_status()
         body = {
             "database": database,
-            "broker": broker_status(),
+            "broker": broker,
             "worker": {"last_seen": last_seen.isoformat() if last_seen else None},
         }
-        code = status.HTTP_200_OK if database == OK else status.HTTP_503_SERVICE_UNAVAILABLE
+        code = status.HTTP_200_OK if database == broker == OK else status.HTTP_503_SERVICE_UNAVAILABLE
         return Response(body, status=code)

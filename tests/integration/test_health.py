@@ -40,7 +40,7 @@ def test_health_reports_an_unreachable_broker(anon, monkeypatch):
     # A real connection attempt to a port nothing listens on: the check must say so, not hang or 500.
     monkeypatch.setattr(celery_app, "connection_for_write", lambda: Connection(f"redis://127.0.0.1:{free_port()}/0"))
     response = anon.get(URL)
-    assert response.status_code == 200
+    assert response.status_code == 503
     assert response.json()["broker"] == "unreachable"
 
 
