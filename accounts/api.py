@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from accounts.authentication import ApiKeyAuthentication, BasicAuthentication
 from accounts.selectors import api_key_list, wallet_balance
 from accounts.services import VALID_ROLES, api_key_create, api_key_revoke, user_signup
+from config import fields as plain_fields
 
 
 class SignupApi(APIView):
@@ -31,12 +32,22 @@ class SignupApi(APIView):
 
     @extend_schema_serializer(component_name="SignupOutput")
     class OutputSerializer(serializers.Serializer):
-        id = serializers.IntegerField()
+        id = plain_fields.IntegerField()
         username = serializers.CharField()
         email = serializers.EmailField()
         roles = serializers.ListField(child=serializers.CharField())
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer}, auth=[])
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: OutputSerializer},
+        auth=[],
+        description=(
+            "Create an account. Usernames are public handles, so a name that cannot be had is a 400 "
+            "naming `username`, with one message whether it is taken or reserved; it is checked only "
+            "once every other field is valid, so a request with any other error says nothing about "
+            "the name. Email addresses are never said to be registered or not."
+        ),
+    )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -50,7 +61,7 @@ class MeApi(APIView):
         username = serializers.CharField()
         email = serializers.EmailField()
         roles = serializers.ListField(child=serializers.CharField())
-        credits = serializers.DecimalField(max_digits=18, decimal_places=2)
+        credits = plain_fields.DecimalField(max_digits=18, decimal_places=2)
 
     @extend_schema(responses=OutputSerializer)
     def get(self, request):
@@ -65,7 +76,7 @@ class MeApi(APIView):
 
 
 class ApiKeySerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = plain_fields.IntegerField()
     name = serializers.CharField()
     prefix = serializers.CharField()
     created_at = serializers.DateTimeField()
@@ -85,7 +96,7 @@ class ApiKeyListCreateApi(APIView):
 
     @extend_schema_serializer(component_name="ApiKeyCreated")
     class CreatedSerializer(serializers.Serializer):
-        id = serializers.IntegerField()
+        id = plain_fields.IntegerField()
         name = serializers.CharField()
         prefix = serializers.CharField()
         key = serializers.CharField(help_text="The full key. It is shown only in this response.")

@@ -20,6 +20,7 @@ class SignupForm(forms.Form):
         regex=r"^[\w.@+-]+\Z",
         max_length=150,
         error_messages={"invalid": "Use letters, digits and @/./+/-/_ only."},
+        help_text="Other users see it: beside your datasets, and by the owners whose data you buy.",
         widget=forms.TextInput(attrs={"autocomplete": "username", "autocapitalize": "none"}),
     )
     email = forms.EmailField(label="Email", widget=forms.EmailInput(attrs={"autocomplete": "email"}))

@@ -25,23 +25,67 @@ API_KEY_PREFIX = "ck_"
 API_KEY_PATTERN = re.compile(r"ck_([0-9a-f]{8})_[A-Za-z0-9_-]{20,100}")
 VALID_ROLES = ("owner", "buyer")
 
+# Sign-up and account enumeration. Usernames are public handles here (the catalogue names each
+# dataset's owner, and owners see their buyers' names), so a sign-up must say when a name cannot
+# be had, as every platform with handles does. What it must not offer is a cheap, silent oracle:
+#
+# * A name is looked up only when everything else in the request is valid. A probe with a bad
+#   password, no role or a malformed address gets the same answer, byte for byte, whether the name
+#   is taken or not; learning that a name is taken costs a complete sign-up, which for a free name
+#   creates an account (and the API's per-address rate limit applies).
+# * Every unavailable name gets one message, USERNAME_UNAVAILABLE: taken (in any letter case) and
+#   reserved names alike, so the answer does not say that an account exists.
+# * An email address is never looked up: addresses need not be unique, and no answer says whether
+#   one is registered.
+USERNAME_UNAVAILABLE = "This username is not available. Choose another."
+# Names that could pass for the platform speaking; compared case-insensitively.
+RESERVED_USERNAMES = frozenset(
+    {
+        "admin",
+        "administrator",
+        "root",
+        "superuser",
+        "staff",
+        "support",
+        "help",
+        "security",
+        "system",
+        "api",
+        "cloakroom",
+        "anonymous",
+        "null",
+        "none",
+    }
+)
+
 
 def hash_api_key(key: str) -> str:
     # API keys carry 256 bits of randomness, so a fast hash is enough: there is nothing to brute-force.
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def username_available(username: str) -> bool:
+    """Whether ``username`` may be signed up: neither reserved nor taken, in any letter case."""
+    return username.lower() not in RESERVED_USERNAMES and not User.objects.filter(username__iexact=username).exists()
+
+
+def _username_unavailable() -> ValidationFailed:
+    return ValidationFailed(USERNAME_UNAVAILABLE, fields={"username": [USERNAME_UNAVAILABLE]})
+
+
 @transaction.atomic
 def user_signup(*, username: str, email: str, password: str, roles: list[str]) -> User:
-    """Create a user with the given roles, a wallet, and the configured sign-up credits."""
+    """Create a user with the given roles, a wallet, and the configured sign-up credits.
+
+    The username is looked up last, once nothing else is wrong, and an unavailable one (taken or
+    reserved) gets the one USERNAME_UNAVAILABLE answer: see the comment above it.
+    """
     errors: dict[str, list[str]] = {}
     unknown = [r for r in roles if r not in VALID_ROLES]
     if unknown:
         errors["roles"] = [f"Unknown role {unknown[0]!r}; choose from 'owner' and 'buyer'."]
     elif not roles:
         errors["roles"] = ["Choose at least one role: 'owner', 'buyer' or both."]
-    if User.objects.filter(username__iexact=username).exists():
-        errors["username"] = ["A user with that username already exists."]
     candidate = User(username=username, email=email)
     try:
         password_validation.validate_password(password, candidate)
@@ -49,6 +93,8 @@ def user_signup(*, username: str, email: str, password: str, roles: list[str]) -
         errors["password"] = list(exc.messages)
     if errors:
         raise ValidationFailed(next(iter(errors.values()))[0], fields=errors)
+    if not username_available(username):
+        raise _username_unavailable()
 
     try:
         with transaction.atomic():
@@ -59,11 +105,8 @@ def user_signup(*, username: str, email: str, password: str, roles: list[str]) -
                 is_owner="owner" in roles,
                 is_buyer="buyer" in roles,
             )
-    except IntegrityError:
-        raise ValidationFailed(
-            "A user with that username already exists.",
-            fields={"username": ["A user with that username already exists."]},
-        ) from None
+    except IntegrityError:  # the same name signed up a moment ago
+        raise _username_unavailable() from None
     wallet_create(user=user)
     return user
 

@@ -13,22 +13,24 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import CREDIT_QUANTUM
+from accounts.throttling import JobSubmitThrottle
 from compute import receipts, selectors, services
 from compute.models import Job
+from config import fields as plain_fields
 from config.exceptions import NotFound, ValidationFailed
 from marketplace import selectors as market
 from marketplace.models import DELTA_QUANTUM, EPSILON_QUANTUM, Dataset, LedgerEntry, Purchase
 
 
 class JobOutputSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = plain_fields.IntegerField()
     status = serializers.CharField()
     kind = serializers.CharField()
-    dataset = serializers.IntegerField(source="dataset_id")
-    purchase = serializers.IntegerField(source="purchase_id")
+    dataset = plain_fields.IntegerField(source="dataset_id")
+    purchase = plain_fields.IntegerField(source="purchase_id")
     query = serializers.JSONField(source="spec")
-    epsilon = serializers.DecimalField(max_digits=12, decimal_places=6)
-    delta = serializers.DecimalField(max_digits=16, decimal_places=12)
+    epsilon = plain_fields.DecimalField(max_digits=12, decimal_places=6)
+    delta = plain_fields.DecimalField(max_digits=16, decimal_places=12)
     error = serializers.CharField()
     reused = serializers.SerializerMethodField()
     result = serializers.SerializerMethodField()
@@ -66,7 +68,7 @@ class JobOutputSerializer(serializers.Serializer):
 
 @extend_schema_serializer(component_name="JobInput")
 class JobInputSerializer(serializers.Serializer):
-    purchase = serializers.IntegerField(min_value=1)
+    purchase = plain_fields.IntegerField(min_value=1)
     kind = serializers.ChoiceField(
         choices=["query"], default="query", help_text="query: a DP query, or an HE aggregate on an HE dataset"
     )
@@ -87,6 +89,13 @@ class JobInputSerializer(serializers.Serializer):
 
 
 class JobListCreateApi(APIView):
+    def get_throttles(self):
+        # Submissions are also limited per buyer (accounts.throttling.JobSubmitThrottle).
+        throttles = super().get_throttles()
+        if self.request.method == "POST":
+            throttles.append(JobSubmitThrottle())
+        return throttles
+
     @extend_schema(responses=JobOutputSerializer(many=True))
     def get(self, request):
         paginator = PageNumberPagination()
@@ -138,10 +147,10 @@ class JobListCreateApi(APIView):
 
 @extend_schema_serializer(component_name="EstimateInput")
 class EstimateInputSerializer(JobInputSerializer):
-    ci95_halfwidth = serializers.FloatField(
+    ci95_halfwidth = plain_fields.FloatField(
         required=False, help_text="ask for the epsilon that reaches this accuracy instead"
     )
-    rows = serializers.IntegerField(
+    rows = plain_fields.IntegerField(
         required=False, min_value=1, help_text="how many rows the answer covers, if you know or guess it"
     )
 

@@ -17,6 +17,7 @@ from typing import Any
 from django import forms
 
 from compute.engines import dp
+from config import fields as plain_fields
 from config.exceptions import ServiceError
 from marketplace.models import Purchase
 
@@ -114,7 +115,7 @@ class QueryForm(_Current, forms.Form):
         max_length=400,
         help_text="Numbers between 0 and 1, separated by commas, e.g. 0.25, 0.5, 0.75.",
     )
-    bins = forms.IntegerField(
+    bins = plain_fields.FormIntegerField(
         label="Bins",
         required=False,
         initial=10,
@@ -133,14 +134,14 @@ class QueryForm(_Current, forms.Form):
         widget=forms.NumberInput(attrs={**NUMBER, "min": "0"}),
         help_text="0 uses Laplace or geometric noise; a small delta uses Gaussian noise.",
     )
-    rows = forms.IntegerField(
+    rows = plain_fields.FormIntegerField(
         label="Rows the answer covers (optional guess)",
         required=False,
         min_value=1,
         widget=forms.NumberInput(attrs={"inputmode": "numeric"}),
         help_text="Means, variances and quantiles need it to bound their error. Only the estimate uses it.",
     )
-    filter_count = forms.IntegerField(widget=forms.HiddenInput, required=False, initial=1)
+    filter_count = plain_fields.FormIntegerField(widget=forms.HiddenInput, required=False, initial=1)
     form_token = forms.CharField(widget=forms.HiddenInput, required=False)
 
     def __init__(self, *args: Any, schema: dict[str, dp.ColumnMeta], purchases: list[Purchase], **kwargs: Any) -> None:
@@ -205,8 +206,8 @@ class FilterForm(_Current, forms.Form):
     op = OpenChoiceField(label="Condition", required=False)
     value = OpenChoiceField(label="Value", required=False)
     values = OpenMultipleChoiceField(label="Values", required=False, widget=forms.CheckboxSelectMultiple)
-    low = forms.FloatField(label="From", required=False, widget=forms.NumberInput(attrs=NUMBER))
-    high = forms.FloatField(label="To", required=False, widget=forms.NumberInput(attrs=NUMBER))
+    low = plain_fields.FormFloatField(label="From", required=False, widget=forms.NumberInput(attrs=NUMBER))
+    high = plain_fields.FormFloatField(label="To", required=False, widget=forms.NumberInput(attrs=NUMBER))
 
     def __init__(self, *args: Any, schema: dict[str, dp.ColumnMeta], index: int, **kwargs: Any) -> None:
         super().__init__(*args, prefix=f"{FILTERS_PREFIX}-{index}", **kwargs)

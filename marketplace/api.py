@@ -15,6 +15,7 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config import fields as plain_fields
 from config.exceptions import ValidationFailed
 from marketplace import selectors, services
 from marketplace.models import Column, Dataset
@@ -26,8 +27,8 @@ MAX_CATEGORIES = 1000
 class ColumnInputSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     kind = serializers.ChoiceField(choices=Column.Kind.choices)
-    lower = serializers.FloatField(required=False, allow_null=True)
-    upper = serializers.FloatField(required=False, allow_null=True)
+    lower = plain_fields.FloatField(required=False, allow_null=True)
+    upper = plain_fields.FloatField(required=False, allow_null=True)
     categories = serializers.ListField(
         child=serializers.CharField(max_length=200), required=False, allow_null=True, max_length=MAX_CATEGORIES
     )
@@ -74,11 +75,11 @@ class DatasetMetadataSerializer(serializers.Serializer):
     title = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=20000)
     mode = serializers.ChoiceField(choices=Dataset.Mode.choices, default=Dataset.Mode.DP)
-    epsilon_cap = serializers.DecimalField(max_digits=12, decimal_places=6, min_value=Decimal("0.000001"))
-    delta_cap = serializers.DecimalField(
+    epsilon_cap = plain_fields.DecimalField(max_digits=12, decimal_places=6, min_value=Decimal("0.000001"))
+    delta_cap = plain_fields.DecimalField(
         max_digits=16, decimal_places=12, min_value=Decimal("0"), max_value=Decimal("0.1"), default=Decimal("0")
     )
-    price_per_epsilon = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0"))
+    price_per_epsilon = plain_fields.DecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0"))
     row_count_public = serializers.BooleanField(default=False)
     clip_to_bounds = serializers.BooleanField(
         default=False, help_text="Clip out-of-bounds values instead of rejecting the file."
@@ -129,28 +130,28 @@ def parse_metadata(raw) -> dict:
 class ColumnOutputSerializer(serializers.Serializer):
     name = serializers.CharField()
     kind = serializers.CharField()
-    lower = serializers.FloatField(allow_null=True)
-    upper = serializers.FloatField(allow_null=True)
+    lower = plain_fields.FloatField(allow_null=True)
+    upper = plain_fields.FloatField(allow_null=True)
     categories = serializers.ListField(child=serializers.CharField())
     is_label = serializers.BooleanField()
 
 
 class DatasetOutputSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = plain_fields.IntegerField()
     slug = serializers.CharField()
     title = serializers.CharField()
     description = serializers.CharField()
     mode = serializers.CharField()
     status = serializers.CharField()
     owner = serializers.CharField(source="owner.username")
-    epsilon_cap = serializers.DecimalField(max_digits=12, decimal_places=6)
-    epsilon_sold = serializers.DecimalField(max_digits=12, decimal_places=6)
-    epsilon_available = serializers.DecimalField(max_digits=12, decimal_places=6)
-    delta_cap = serializers.DecimalField(max_digits=16, decimal_places=12)
-    price_per_epsilon = serializers.DecimalField(max_digits=14, decimal_places=2)
+    epsilon_cap = plain_fields.DecimalField(max_digits=12, decimal_places=6)
+    epsilon_sold = plain_fields.DecimalField(max_digits=12, decimal_places=6)
+    epsilon_available = plain_fields.DecimalField(max_digits=12, decimal_places=6)
+    delta_cap = plain_fields.DecimalField(max_digits=16, decimal_places=12)
+    price_per_epsilon = plain_fields.DecimalField(max_digits=14, decimal_places=2)
     row_count_public = serializers.BooleanField()
     row_count = serializers.SerializerMethodField()
-    version = serializers.IntegerField()
+    version = plain_fields.IntegerField()
     columns = ColumnOutputSerializer(many=True, source="columns.all")
     created_at = serializers.DateTimeField()
     published_at = serializers.DateTimeField(allow_null=True)
@@ -258,11 +259,11 @@ class DatasetSuspendApi(APIView):
 
 
 class PurchaseOutputSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    dataset = serializers.IntegerField(source="dataset_id")
+    id = plain_fields.IntegerField()
+    dataset = plain_fields.IntegerField(source="dataset_id")
     dataset_title = serializers.CharField(source="dataset.title")
-    epsilon = serializers.DecimalField(max_digits=12, decimal_places=6)
-    price = serializers.DecimalField(max_digits=18, decimal_places=2)
+    epsilon = plain_fields.DecimalField(max_digits=12, decimal_places=6)
+    price = plain_fields.DecimalField(max_digits=18, decimal_places=2)
     epsilon_spent = serializers.SerializerMethodField()
     epsilon_remaining = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
@@ -283,8 +284,8 @@ class PurchaseOutputSerializer(serializers.Serializer):
 class PurchaseListCreateApi(APIView):
     @extend_schema_serializer(component_name="PurchaseInput")
     class InputSerializer(serializers.Serializer):
-        dataset = serializers.IntegerField(min_value=1)
-        epsilon = serializers.DecimalField(max_digits=12, decimal_places=6, min_value=Decimal("0.000001"))
+        dataset = plain_fields.IntegerField(min_value=1)
+        epsilon = plain_fields.DecimalField(max_digits=12, decimal_places=6, min_value=Decimal("0.000001"))
 
     @extend_schema(responses=PurchaseOutputSerializer(many=True))
     def get(self, request):

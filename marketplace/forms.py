@@ -12,13 +12,14 @@ from typing import Any
 
 from django import forms
 
+from config import fields as plain_fields
 from marketplace.api import DatasetMetadataSerializer
 from marketplace.models import Column, Dataset
 
 
 def _decimal_filter(label: str, max_digits: int, decimal_places: int, placeholder: str) -> forms.DecimalField:
     """An optional, non-negative decimal filter of the catalogue."""
-    return forms.DecimalField(
+    return plain_fields.FormDecimalField(
         label=label,
         required=False,
         min_value=Decimal("0"),
@@ -58,7 +59,7 @@ class CatalogueFilterForm(forms.Form):
 
 
 class BuyForm(forms.Form):
-    epsilon = forms.DecimalField(
+    epsilon = plain_fields.FormDecimalField(
         label="Epsilon to buy",
         max_digits=12,
         decimal_places=6,
@@ -73,14 +74,14 @@ class DatasetForm(forms.Form):
 
     title = forms.CharField(label="Title", max_length=200)
     description = forms.CharField(label="Description", required=False, widget=forms.Textarea(attrs={"rows": 4}))
-    epsilon_cap = forms.DecimalField(
+    epsilon_cap = plain_fields.FormDecimalField(
         label="Epsilon cap",
         max_digits=12,
         decimal_places=6,
         widget=forms.NumberInput(attrs={"step": "any", "inputmode": "decimal"}),
         help_text="The total privacy budget sold across all buyers together.",
     )
-    delta_cap = forms.DecimalField(
+    delta_cap = plain_fields.FormDecimalField(
         label="Delta cap",
         max_digits=16,
         decimal_places=12,
@@ -88,7 +89,7 @@ class DatasetForm(forms.Form):
         widget=forms.NumberInput(attrs={"step": "any", "inputmode": "decimal"}),
         help_text="Usually 0, or far below one over the number of rows (at most 0.1).",
     )
-    price_per_epsilon = forms.DecimalField(
+    price_per_epsilon = plain_fields.FormDecimalField(
         label="Price per epsilon (credits)",
         max_digits=14,
         decimal_places=2,
@@ -112,8 +113,12 @@ class ColumnForm(forms.Form):
     name = forms.CharField(label="Name", max_length=100)
     # An initial kind keeps an untouched blank row "unchanged", so the formset skips it.
     kind = forms.ChoiceField(label="Kind", choices=Column.Kind.choices, initial=Column.Kind.NUMERIC)
-    lower = forms.FloatField(label="Lower bound", required=False, widget=forms.NumberInput(attrs={"step": "any"}))
-    upper = forms.FloatField(label="Upper bound", required=False, widget=forms.NumberInput(attrs={"step": "any"}))
+    lower = plain_fields.FormFloatField(
+        label="Lower bound", required=False, widget=forms.NumberInput(attrs={"step": "any"})
+    )
+    upper = plain_fields.FormFloatField(
+        label="Upper bound", required=False, widget=forms.NumberInput(attrs={"step": "any"})
+    )
     categories = forms.CharField(
         label="Categories",
         required=False,

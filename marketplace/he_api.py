@@ -23,6 +23,7 @@ from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config import fields as plain_fields
 from config.exceptions import ValidationFailed
 from marketplace import he
 from marketplace.he_check import MAX_MANIFEST_BYTES
@@ -35,11 +36,11 @@ MAX_CREATE_BYTES = MAX_MANIFEST_BYTES + 1024 * 1024
 class HeMetadataSerializer(serializers.Serializer):
     title = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=20000)
-    epsilon_cap = serializers.DecimalField(max_digits=12, decimal_places=6, min_value=Decimal("0.000001"))
-    delta_cap = serializers.DecimalField(
+    epsilon_cap = plain_fields.DecimalField(max_digits=12, decimal_places=6, min_value=Decimal("0.000001"))
+    delta_cap = plain_fields.DecimalField(
         max_digits=16, decimal_places=12, min_value=Decimal("0"), max_value=Decimal("0.1"), default=Decimal("0")
     )
-    price_per_epsilon = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0"))
+    price_per_epsilon = plain_fields.DecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0"))
     row_count_public = serializers.BooleanField(default=False)
     key_custody = serializers.ChoiceField(choices=[Dataset.KeyCustody.OWNER], default=Dataset.KeyCustody.OWNER)
 
@@ -47,36 +48,36 @@ class HeMetadataSerializer(serializers.Serializer):
 class HeColumnOutputSerializer(serializers.Serializer):
     name = serializers.CharField()
     kind = serializers.CharField()
-    lower = serializers.FloatField(allow_null=True)
-    upper = serializers.FloatField(allow_null=True)
+    lower = plain_fields.FloatField(allow_null=True)
+    upper = plain_fields.FloatField(allow_null=True)
     source = serializers.CharField()
     category = serializers.CharField(allow_null=True)
 
 
 class BundleFileSerializer(serializers.Serializer):
     file = serializers.CharField()
-    bytes = serializers.IntegerField()
+    bytes = plain_fields.IntegerField()
     sha256 = serializers.CharField()
     present = serializers.BooleanField()
 
 
 class HeDatasetOutputSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = plain_fields.IntegerField()
     slug = serializers.CharField()
     title = serializers.CharField()
     description = serializers.CharField()
     mode = serializers.CharField()
     status = serializers.CharField()
-    epsilon_cap = serializers.DecimalField(max_digits=12, decimal_places=6)
-    delta_cap = serializers.DecimalField(max_digits=16, decimal_places=12)
-    price_per_epsilon = serializers.DecimalField(max_digits=14, decimal_places=2)
+    epsilon_cap = plain_fields.DecimalField(max_digits=12, decimal_places=6)
+    delta_cap = plain_fields.DecimalField(max_digits=16, decimal_places=12)
+    price_per_epsilon = plain_fields.DecimalField(max_digits=14, decimal_places=2)
     row_count_public = serializers.BooleanField()
-    row_count = serializers.IntegerField()
+    row_count = plain_fields.IntegerField()
     bundle_id = serializers.CharField()
     bundle_status = serializers.CharField()
     bundle_error = serializers.CharField()
     key_custody = serializers.CharField()
-    poly_modulus_degree = serializers.IntegerField(source="bundle_manifest.poly_modulus_degree")
+    poly_modulus_degree = plain_fields.IntegerField(source="bundle_manifest.poly_modulus_degree")
     job_classes = serializers.ListField(child=serializers.CharField(), source="bundle_manifest.job_classes")
     columns = HeColumnOutputSerializer(many=True, source="columns.all")
 
@@ -86,8 +87,8 @@ class HeBundleOutputSerializer(HeDatasetOutputSerializer):
 
     files = BundleFileSerializer(many=True)
     missing = serializers.ListField(child=serializers.CharField())
-    bytes_total = serializers.IntegerField()
-    bytes_present = serializers.IntegerField()
+    bytes_total = plain_fields.IntegerField()
+    bytes_present = plain_fields.IntegerField()
 
 
 def _body(dataset: Dataset) -> dict:
@@ -127,9 +128,9 @@ class HeDatasetCreateApi(APIView):
                 {
                     "title": serializers.CharField(),
                     "description": serializers.CharField(required=False),
-                    "epsilon_cap": serializers.DecimalField(max_digits=12, decimal_places=6),
-                    "delta_cap": serializers.DecimalField(max_digits=16, decimal_places=12, required=False),
-                    "price_per_epsilon": serializers.DecimalField(max_digits=14, decimal_places=2),
+                    "epsilon_cap": plain_fields.DecimalField(max_digits=12, decimal_places=6),
+                    "delta_cap": plain_fields.DecimalField(max_digits=16, decimal_places=12, required=False),
+                    "price_per_epsilon": plain_fields.DecimalField(max_digits=14, decimal_places=2),
                     "row_count_public": serializers.BooleanField(required=False),
                     "key_custody": serializers.ChoiceField(choices=["owner"], required=False),
                     "manifest": serializers.JSONField(help_text="the bundle's manifest.json (format v1)"),
@@ -200,8 +201,8 @@ class BundleFileApi(APIView):
                     "file": serializers.CharField(),
                     "stored": serializers.BooleanField(),
                     "missing": serializers.ListField(child=serializers.CharField()),
-                    "bytes_present": serializers.IntegerField(),
-                    "bytes_total": serializers.IntegerField(),
+                    "bytes_present": plain_fields.IntegerField(),
+                    "bytes_total": plain_fields.IntegerField(),
                 },
             )
         },

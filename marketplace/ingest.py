@@ -5,6 +5,14 @@ untrusted input: it is size-capped by the caller, its type is decided from its c
 as text or Parquet only (never unpickled), and every declared column is checked before anything is
 stored. Only declared columns are kept; bounds and categories come from the declaration, never
 from the data.
+
+A small file can still describe a huge table: a Parquet file of a few hundred kilobytes may declare
+fifty million rows, and a CSV header may list a million columns. So the shape of the file is checked
+against :class:`IngestLimits` *before* any data is parsed (Parquet: the row count, column count and
+uncompressed size its footer declares; CSV: the byte length and width of the header row), and
+Parquet data is then decoded in bounded batches, declared columns only, counting the rows and bytes
+actually decoded against the same limits (a footer can lie, and a dictionary-encoded column can
+expand far beyond its stored size). A file over a limit raises :class:`UploadTooLarge`.
 """
 
 from __future__ import annotations
@@ -18,12 +26,21 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from compute.engines.dp import ColumnMeta
+from config.exceptions import ValidationFailed
 
 PARQUET_MAGIC = b"PAR1"
 MAX_ROWS_LISTED = 5
+# Parquet data is decoded this many rows at a time, so no single step can take more than a batch's
+# worth of memory before the running totals are checked.
+PARQUET_BATCH_ROWS = 65_536
+# Reading a footer's row groups is a loop in Python; a file claiming more than this many is refused.
+MAX_PARQUET_ROW_GROUPS = 10_000
+# Nesting depth of a Parquet schema that pyarrow will parse; declared columns must be flat anyway.
+SCHEMA_DEPTH_LIMIT = 16
 TRUE_WORDS = {"true", "t", "yes", "y", "1"}
 FALSE_WORDS = {"false", "f", "no", "n", "0"}
 
@@ -39,6 +56,69 @@ class UploadRejected(Exception):
         super().__init__("; ".join(problems))
         self.problems = problems
         self.code = code
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    """How big a table an upload may describe; the setting named beside each limit overrides it.
+
+    The defaults keep one web worker's work on an upload to seconds and its memory to about a GiB:
+    the whole file is parsed in the request, once as uploaded and once as the typed table stored.
+    """
+
+    #: Data rows (not counting a CSV header). ``CLOAKROOM_MAX_UPLOAD_ROWS``.
+    max_rows: int = 1_000_000
+    #: Columns in the file, declared or not (Parquet: leaf columns). ``CLOAKROOM_MAX_UPLOAD_COLUMNS``.
+    max_columns: int = 1_000
+    #: Uncompressed bytes: a Parquet footer's declared size of all its data, and the bytes of the
+    #: declared columns once decoded. ``CLOAKROOM_MAX_UPLOAD_UNCOMPRESSED_BYTES``.
+    max_uncompressed_bytes: int = 256 * 1024 * 1024
+    #: Bytes of a CSV file's header row. ``CLOAKROOM_MAX_CSV_HEADER_BYTES``.
+    max_header_bytes: int = 128 * 1024
+
+    _SETTINGS = {
+        "max_rows": "CLOAKROOM_MAX_UPLOAD_ROWS",
+        "max_columns": "CLOAKROOM_MAX_UPLOAD_COLUMNS",
+        "max_uncompressed_bytes": "CLOAKROOM_MAX_UPLOAD_UNCOMPRESSED_BYTES",
+        "max_header_bytes": "CLOAKROOM_MAX_CSV_HEADER_BYTES",
+    }
+
+    @classmethod
+    def from_settings(cls) -> IngestLimits:
+        """The limits of the Django settings when they are configured, else the defaults."""
+        try:
+            from django.conf import settings
+            from django.core.exceptions import ImproperlyConfigured
+        except ImportError:  # pragma: no cover - Django is always installed with the server
+            return cls()
+        try:
+            return cls(
+                **{
+                    attr: int(getattr(settings, name))
+                    for attr, name in cls._SETTINGS.items()
+                    if hasattr(settings, name)
+                }
+            )
+        except ImproperlyConfigured:
+            return cls()
+
+
+class UploadTooLarge(ValidationFailed):
+    """The file describes a bigger table than :class:`IngestLimits` allows.
+
+    Not a schema mismatch, so not an :class:`UploadRejected`: it is the service error itself (400,
+    code ``file_too_large``, the same as the byte limit of the upload, naming the field ``file``),
+    and carries ``limit`` (what was limited), ``maximum`` and, when known, ``found``.
+    """
+
+    code = "file_too_large"
+
+    def __init__(self, problem: str, *, limit: str, maximum: int, found: int | None = None) -> None:
+        extra: dict = {"limit": limit, "maximum": maximum}
+        if found is not None:
+            extra["found"] = found
+        super().__init__(problem, fields={"file": [problem]}, extra=extra)
+        self.problems = [problem]
 
 
 @dataclass
@@ -81,29 +161,190 @@ def sniff_format(data: bytes, filename: str = "") -> str:
     return "csv"
 
 
-def read_frame(data: bytes, file_format: str) -> pd.DataFrame:
-    """Parse the upload. CSV cells are read as text so that the schema decides every type."""
+def _n(value: int) -> str:
+    return f"{value:,}"
+
+
+def _too_many(what: str, found: int, maximum: int, *, limit: str, declared: bool = False) -> UploadTooLarge:
+    verb = "declares" if declared else "has"
+    return UploadTooLarge(
+        f"The file {verb} {_n(found)} {what}; the limit is {_n(maximum)} {what}.",
+        limit=limit,
+        maximum=maximum,
+        found=found,
+    )
+
+
+def _more_rows_than(maximum: int) -> UploadTooLarge:
+    return UploadTooLarge(
+        f"The file has more than {_n(maximum)} rows; the limit is {_n(maximum)} rows.", limit="rows", maximum=maximum
+    )
+
+
+def check_csv_header(data: bytes, limits: IngestLimits) -> None:
+    """Refuse a CSV header row longer than ``max_header_bytes`` or wider than ``max_columns``.
+
+    Only the first ``max_header_bytes`` bytes are looked at, with the csv module (a header may
+    quote a field across lines), so a header of a million columns costs nothing to refuse.
+    """
+    limit = limits.max_header_bytes
+    text = data[:limit].decode("utf-8-sig", errors="ignore")
+    stream = io.StringIO(text, newline="")
+    reader = csv.reader(stream)
+    try:
+        header = next(reader, [])
+        ended = stream.tell() < len(text) or len(data) <= limit or text.endswith(("\n", "\r"))
+    except csv.Error:  # a field longer than the csv module's own limit
+        header, ended = [], len(data) <= limit
+    if not ended:
+        raise UploadTooLarge(
+            f"The CSV header row is longer than {_n(limit)} bytes, the limit for the header row.",
+            limit="header_bytes",
+            maximum=limit,
+        )
+    if len(header) > limits.max_columns:
+        raise _too_many("columns", len(header), limits.max_columns, limit="columns")
+
+
+def _check_parquet_footer(metadata: pq.FileMetaData, limits: IngestLimits) -> None:
+    """Refuse a file whose footer declares more rows, columns or uncompressed bytes than allowed."""
+    if metadata.num_rows > limits.max_rows:
+        raise _too_many("rows", metadata.num_rows, limits.max_rows, limit="rows", declared=True)
+    if metadata.num_columns > limits.max_columns:
+        raise _too_many("columns", metadata.num_columns, limits.max_columns, limit="columns", declared=True)
+    if metadata.num_row_groups > MAX_PARQUET_ROW_GROUPS:
+        raise _too_many(
+            "row groups", metadata.num_row_groups, MAX_PARQUET_ROW_GROUPS, limit="row_groups", declared=True
+        )
+    size = sum(max(0, metadata.row_group(i).total_byte_size) for i in range(metadata.num_row_groups))
+    if size > limits.max_uncompressed_bytes:
+        raise _too_many(
+            "bytes of uncompressed data", size, limits.max_uncompressed_bytes, limit="uncompressed_bytes", declared=True
+        )
+
+
+_NESTED = (pa.types.is_list, pa.types.is_large_list, pa.types.is_struct, pa.types.is_map, pa.types.is_union)
+try:  # pyarrow 16+
+    _NESTED += (pa.types.is_list_view, pa.types.is_large_list_view, pa.types.is_fixed_size_list)
+except AttributeError:  # pragma: no cover
+    pass
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    types = pa.types
+    return types.is_string(kind) or types.is_large_string(kind) or types.is_binary(kind) or types.is_large_binary(kind)
+
+
+def _decoded_bytes(array: pa.Array | pa.ChunkedArray) -> int:
+    """Bytes ``array`` takes once its dictionary (if any) is expanded into plain values."""
+    if isinstance(array, pa.ChunkedArray):
+        return sum(_decoded_bytes(chunk) for chunk in array.chunks)
+    if pa.types.is_dictionary(array.type):
+        lengths = pc.binary_length(array.dictionary) if _is_text(array.dictionary.type) else None
+        if lengths is None:
+            return array.dictionary.nbytes + array.indices.nbytes
+        # Offsets (8 bytes covers int64 offsets) plus each value's bytes, as many times as it is used.
+        used = pc.sum(pc.take(lengths, array.indices)).as_py() or 0
+        return used + 8 * len(array)
+    return array.nbytes
+
+
+def _read_parquet(data: bytes, columns: list[str] | None, limits: IngestLimits) -> pd.DataFrame:
+    """Check the footer, then decode the columns asked for (all when None) batch by batch."""
+    try:
+        parquet = pq.ParquetFile(io.BytesIO(data), pre_buffer=False, schema_depth_limit=SCHEMA_DEPTH_LIMIT)
+        schema = parquet.schema_arrow
+    except Exception as exc:  # pyarrow raises many types for corrupt files
+        raise UploadRejected([f"The Parquet file could not be read: {exc}"], code="unreadable_file") from None
+    _check_parquet_footer(parquet.metadata, limits)
+
+    pandas_meta = schema.pandas_metadata or {}
+    index_names = {c for c in pandas_meta.get("index_columns", []) if isinstance(c, str)}
+    names = [n for n in schema.names if n not in index_names]
+    wanted = names if columns is None else [c for c in dict.fromkeys(columns) if names.count(c) == 1]
+    problems = []
+    for name in wanted:
+        kind = schema.field(name).type
+        if any(test(kind) for test in _NESTED):
+            problems.append(f"column '{name}': holds nested values ({kind}), not one value per row")
+    if problems:
+        raise UploadRejected(problems)
+    # Text columns are decoded as dictionaries, so that a value repeated on every row is counted at
+    # its expanded size before it is expanded.
+    text_columns = [n for n in wanted if _is_text(schema.field(n).type)]
+
+    batches: list[pa.RecordBatch] = []
+    rows = decoded = 0
+    try:
+        parquet = pq.ParquetFile(
+            io.BytesIO(data),
+            metadata=parquet.metadata,
+            pre_buffer=False,
+            read_dictionary=text_columns,
+            schema_depth_limit=SCHEMA_DEPTH_LIMIT,
+        )
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=wanted, use_threads=False):
+            rows += batch.num_rows
+            if rows > limits.max_rows:  # the footer said fewer
+                raise _more_rows_than(limits.max_rows)
+            decoded += sum(_decoded_bytes(column) for column in batch.columns)
+            if decoded > limits.max_uncompressed_bytes:
+                raise UploadTooLarge(
+                    f"The file's data is larger than {_n(limits.max_uncompressed_bytes)} bytes once "
+                    "uncompressed; that is the limit.",
+                    limit="uncompressed_bytes",
+                    maximum=limits.max_uncompressed_bytes,
+                )
+            batches.append(batch)
+        table = pa.Table.from_batches(batches, schema=batches[0].schema) if batches else None
+        if table is None:
+            table = pa.schema([schema.field(n) for n in wanted]).empty_table()
+        for i, field_ in enumerate(table.schema):
+            if pa.types.is_dictionary(field_.type):
+                table = table.set_column(i, field_.name, table.column(i).cast(field_.type.value_type))
+        frame = table.to_pandas()
+    except UploadTooLarge:
+        raise
+    except Exception as exc:  # pyarrow raises many types for corrupt files
+        raise UploadRejected([f"The Parquet file could not be read: {exc}"], code="unreadable_file") from None
+    # The file's own column names, in order, for the checks (missing, repeated, ignored columns).
+    frame.attrs["header"] = names
+    return frame
+
+
+def read_frame(
+    data: bytes, file_format: str, *, columns: list[str] | None = None, limits: IngestLimits | None = None
+) -> pd.DataFrame:
+    """Parse the upload. CSV cells are read as text so that the schema decides every type.
+
+    ``columns``: for Parquet, decode only these (the declared ones); the others are never read.
+    ``limits``: the shape the file may have (:class:`IngestLimits`), checked before parsing.
+    """
+    limits = limits or IngestLimits.from_settings()
     if file_format == "parquet":
-        try:
-            table = pq.read_table(io.BytesIO(data))
-        except Exception as exc:  # pyarrow raises many types for corrupt files
-            raise UploadRejected([f"The Parquet file could not be read: {exc}"], code="unreadable_file") from None
-        return table.to_pandas()
+        return _read_parquet(data, columns, limits)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise UploadRejected(["The CSV file is not UTF-8 text."], code="unsupported_file_type") from None
     if not text.strip():
         raise UploadRejected(["The file is empty."], code="empty_file")
+    check_csv_header(data, limits)
     try:
         # index_col=False: when every data row has one field more than the header, pandas would
         # otherwise take the first field as an unnamed index and shift every value one column to
         # the left, silently storing ages as wards. Here the extra fields raise a ParserWarning,
         # which is turned into a rejection below, so misaligned rows are never stored.
+        # nrows: one row past the limit is enough to know the file is over it.
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
             frame = pd.read_csv(
-                io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True, index_col=False
+                io.StringIO(text),
+                dtype=str,
+                keep_default_na=False,
+                skipinitialspace=True,
+                index_col=False,
+                nrows=limits.max_rows + 1,
             )
     except pd.errors.ParserWarning:
         raise UploadRejected(
@@ -112,6 +353,8 @@ def read_frame(data: bytes, file_format: str) -> pd.DataFrame:
         ) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise UploadRejected([f"The CSV file could not be parsed: {exc}".strip()], code="unreadable_file") from None
+    if len(frame) > limits.max_rows:
+        raise _more_rows_than(limits.max_rows)
     frame.columns = [str(c).strip() for c in frame.columns]
     # pandas renames a repeated header ("age", "age" -> "age", "age.1"), which would silently
     # keep the first of two columns; the header as written is kept so the check can refuse it.
@@ -152,10 +395,12 @@ def check_against_schema(
     Raises :class:`UploadRejected` listing every problem found, column by column.
     """
     problems: list[str] = []
-    present = set(frame.columns)
+    # The file's own header: a Parquet frame holds only the declared columns that were decoded.
+    header = list(frame.attrs.get("header") or frame.columns)
+    present = set(header)
     missing = [s.name for s in specs if s.name not in present]
     if missing:
-        found = ", ".join(repr(c) for c in list(frame.columns)[:20]) or "none"
+        found = ", ".join(repr(c) for c in header[:20]) or "none"
         problems.append(
             f"declared column{'s' if len(missing) > 1 else ''} {', '.join(repr(m) for m in missing)} "
             f"not found in the file (columns found: {found})"
@@ -167,12 +412,11 @@ def check_against_schema(
 
     out: dict[str, pd.Series] = {}
     clipped: dict[str, int] = {}
-    header = frame.attrs.get("header") or list(frame.columns)
     for spec in specs:
-        raw = frame[spec.name]
-        if isinstance(raw, pd.DataFrame) or header.count(spec.name) > 1:
+        if header.count(spec.name) > 1 or isinstance(frame.get(spec.name), pd.DataFrame):
             problems.append(f"column '{spec.name}' appears more than once in the file")
             continue
+        raw = frame[spec.name]
         raw = raw.reset_index(drop=True)
         missing_mask = _missing_mask(raw)
         if missing_mask.any():
@@ -232,7 +476,7 @@ def check_against_schema(
             problems.append(f"column '{spec.name}': unknown kind {spec.kind!r}")
     if problems:
         raise UploadRejected(problems)
-    return pd.DataFrame(out), clipped, [c for c in frame.columns if c not in {s.name for s in specs}]
+    return pd.DataFrame(out), clipped, [c for c in header if c not in {s.name for s in specs}]
 
 
 def _fmt(x: float | None) -> str:
@@ -241,9 +485,20 @@ def _fmt(x: float | None) -> str:
     return str(int(x)) if math.isfinite(x) and float(x).is_integer() else str(x)
 
 
-def ingest(data: bytes, specs: list[ColumnSpec], *, filename: str = "", clip: bool = False) -> IngestResult:
+def ingest(
+    data: bytes,
+    specs: list[ColumnSpec],
+    *,
+    filename: str = "",
+    clip: bool = False,
+    limits: IngestLimits | None = None,
+) -> IngestResult:
+    """Read ``data`` and check it against ``specs``; raises UploadRejected or UploadTooLarge.
+
+    ``limits`` default to the settings' (:meth:`IngestLimits.from_settings`).
+    """
     file_format = sniff_format(data, filename)
-    frame = read_frame(data, file_format)
+    frame = read_frame(data, file_format, columns=[s.name for s in specs], limits=limits)
     checked, clipped, ignored = check_against_schema(frame, specs, clip=clip)
     return IngestResult(
         frame=checked, file_format=file_format, row_count=len(checked), ignored_columns=ignored, clipped=clipped

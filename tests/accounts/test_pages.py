@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts.models import ApiKey, CreditEntry, User, Wallet
-from accounts.services import api_key_authenticate, api_key_create, hash_api_key
+from accounts.services import USERNAME_UNAVAILABLE, api_key_authenticate, api_key_create, hash_api_key
 from marketplace.services import purchase_create
 from tests.conftest import PASSWORD
 
@@ -68,7 +68,7 @@ def test_signup_with_a_taken_username_shows_the_error_beside_the_username(buyer)
 
     page = response.content.decode()
     assert response.status_code == 400
-    assert "A user with that username already exists." in page.split('id="id_username_error"', 1)[1]
+    assert USERNAME_UNAVAILABLE in page.split('id="id_username_error"', 1)[1]
     assert not User.objects.filter(username="BOB").exists()
 
 
