@@ -75,7 +75,8 @@ demo: migrate ## Run the demo (web, worker, beat) on http://127.0.0.1:8000/ or P
 	@echo " API docs: http://127.0.0.1:$(PORT)/api/docs/    Admin: http://127.0.0.1:$(PORT)/admin/"
 	@echo "================================================================================"
 	@echo
-	DEMO_PORT=$(PORT) $(BIN)/honcho -e $(DEMO_ENV) -f Procfile start -p $(PORT)
+	@# scripts/demo.sh stops every process on Ctrl-C or SIGTERM and exits 0, so make ends quietly.
+	DEMO_PORT=$(PORT) bash scripts/demo.sh $(BIN)/honcho -e $(DEMO_ENV) -f Procfile start -p $(PORT)
 
 services: ## Make sure PostgreSQL and Redis are up and the test user can connect
 	$(TEST_ENV) bash scripts/ensure_services.sh

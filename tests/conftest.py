@@ -31,6 +31,15 @@ def private_storage(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def empty_cache():
+    """Every test starts with an empty cache: no throttling counter carries over from another test."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def var_dir(settings, tmp_path):
     """Commands that write under var/ (seed_demo's keystore and agent key, demo_init) write here instead."""
     folder = tmp_path / "var"

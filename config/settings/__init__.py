@@ -52,6 +52,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every response, static files and error pages included (config/middleware.py).
+    "config.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -59,6 +61,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Failed web and admin sign-ins lock the client out for a while (accounts/throttling.py).
+    "accounts.throttling.LoginThrottleMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -87,8 +91,46 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # A busy timeout lets the web server and the worker share the demo's SQLite file.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # The demo's web workers, Celery worker and beat share one SQLite file. WAL lets readers run
+    # beside the one writer; a busy timeout makes a writer wait for the lock instead of failing;
+    # IMMEDIATE transactions take the write lock when they begin, so two transactions that read
+    # and then write never deadlock into "database is locked" (SQLite cannot upgrade a read lock
+    # held by two connections at once).
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+
+# The cache holds the throttling counters, which every web process must share: Redis when there is
+# one, else files under var/ (the embedded default); CLOAKROOM_CACHE_URL picks another (locmem://
+# for one process, as the unit tests do).
+_CACHE_URL = env_str("CLOAKROOM_CACHE_URL", env_str("REDIS_URL") or f"file://{VAR_DIR / 'cache'}")
+if _CACHE_URL.startswith(("redis://", "rediss://")):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": _CACHE_URL,
+            "KEY_PREFIX": env_str("CLOAKROOM_CACHE_PREFIX", "cloakroom"),
+            # An unreachable cache costs a request at most this long (throttling then steps aside).
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+elif _CACHE_URL.startswith("file://"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": _CACHE_URL[7:]}}
+elif _CACHE_URL.startswith("locmem://"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+else:
+    raise ImproperlyConfigured(f"CLOAKROOM_CACHE_URL must be redis://, file:// or locmem://, not {_CACHE_URL!r}")
+
+# Lockouts after failed sign-ins (web, admin, HTTP Basic: per address and per user name) and failed
+# API-key guesses (per address), each counted in windows of that many seconds.
+CLOAKROOM_LOGIN_FAILURE_LIMIT = env_int("CLOAKROOM_LOGIN_FAILURE_LIMIT", 10)
+CLOAKROOM_LOGIN_FAILURE_WINDOW = env_int("CLOAKROOM_LOGIN_FAILURE_WINDOW", 300)
+CLOAKROOM_API_KEY_FAILURE_LIMIT = env_int("CLOAKROOM_API_KEY_FAILURE_LIMIT", 20)
+CLOAKROOM_API_KEY_FAILURE_WINDOW = env_int("CLOAKROOM_API_KEY_FAILURE_WINDOW", 60)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
@@ -128,6 +170,13 @@ MEDIA_ROOT = STORAGES["default"]["OPTIONS"]["location"]
 
 # Upload limits. Django's own memory limit is kept low so large uploads spool to a temporary file.
 CLOAKROOM_MAX_UPLOAD_BYTES = env_int("CLOAKROOM_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
+# The table a dataset upload may describe, checked before its data is parsed (marketplace/ingest.py,
+# docs/RELIABILITY.md): a small compressed file can declare millions of rows or columns.
+CLOAKROOM_MAX_UPLOAD_ROWS = env_int("CLOAKROOM_MAX_UPLOAD_ROWS", 1_000_000)
+CLOAKROOM_MAX_UPLOAD_COLUMNS = env_int("CLOAKROOM_MAX_UPLOAD_COLUMNS", 1_000)
+CLOAKROOM_MAX_UPLOAD_UNCOMPRESSED_BYTES = env_int("CLOAKROOM_MAX_UPLOAD_UNCOMPRESSED_BYTES", 256 * 1024 * 1024)
+CLOAKROOM_MAX_CSV_HEADER_BYTES = env_int("CLOAKROOM_MAX_CSV_HEADER_BYTES", 128 * 1024)
+# Request bodies (other than uploaded files) larger than this are answered 413 (config/errors.py).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # HE bundles: the largest single file (context or ciphertext) an owner may upload, in bytes.
@@ -163,28 +212,65 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
         # Kombu's default is "control" relative to the working directory; keep it under var/ too.
         "control_folder": str(_broker_dir / "control"),
+        # Seconds an idle consumer sleeps before looking at the folder again (Kombu's default is 1).
+        "polling_interval": float(env_str("CLOAKROOM_FILESYSTEM_POLL_SECONDS", "0.1")),
     }
     for _folder in ("queue", "processed", "control"):
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
 else:
     # With Redis, a task not acknowledged within this window is delivered again. Tasks are
     # idempotent (they check the job's status first), so a second delivery is harmless.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+    # Every connection and call to Redis gives up after CELERY_BROKER_SOCKET_TIMEOUT seconds, so a
+    # broker that is down or hangs costs a job submission seconds, not the web worker's whole
+    # timeout (docs/RELIABILITY.md).
+    _broker_timeout = float(env_decimal("CELERY_BROKER_SOCKET_TIMEOUT", "2"))
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
+        "socket_timeout": _broker_timeout,
+        "socket_connect_timeout": _broker_timeout,
+    }
+    # Kombu's bound on retrying a connection before a channel is opened (its default is 4 s).
+    CELERY_BROKER_CONNECTION_TIMEOUT = _broker_timeout
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ACKS_LATE = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# One message reserved per worker process on Redis: a long job never holds others back. On the
+# filesystem broker Celery runs its blocking loop, which hands a finished task's acknowledgement
+# back only between 2-second waits for the next message; with one message reserved each job waited
+# for the next wait (about 30 jobs a minute). Reserving several lets one wait serve many jobs.
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int(
+    "CELERY_WORKER_PREFETCH_MULTIPLIER", 16 if CELERY_BROKER_URL.startswith("filesystem://") else 1
+)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 600)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 570)
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# A task is published at once or not at all: one retry, straight away, in case a pooled connection
+# went stale. A job whose task could not be sent stays queued and the sweeper sends it later.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+# Workers and beat wait for a lost broker as long as it takes (Celery's default gives up after 100
+# attempts, about 50 minutes, and the worker exits).
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+_sweep_seconds = env_int("CLOAKROOM_SWEEP_SECONDS", 60)
 CELERY_BEAT_SCHEDULE = {
-    "sweep-stuck-jobs": {"task": "compute.sweep_jobs", "schedule": env_int("CLOAKROOM_SWEEP_SECONDS", 60)},
+    # A sweep that waited past the next one (the workers were away) is dropped, not run in a burst.
+    "sweep-stuck-jobs": {
+        "task": "compute.sweep_jobs",
+        "schedule": _sweep_seconds,
+        "options": {"expires": _sweep_seconds},
+    },
 }
 
 # A worker's claim on a job lasts this long (longer than the task time limit); past it the sweeper re-queues the job (or fails and
 # refunds it after CLOAKROOM_JOB_MAX_ATTEMPTS). Longer than any job should take.
 CLOAKROOM_JOB_LEASE_SECONDS = env_int("CLOAKROOM_JOB_LEASE_SECONDS", 660)
 CLOAKROOM_JOB_MAX_ATTEMPTS = env_int("CLOAKROOM_JOB_MAX_ATTEMPTS", 3)
+# A running DP job's task beats a heartbeat this often; three missed beats and the sweeper re-queues
+# the job (a dead worker's jobs come back within about a minute, not after the lease).
+CLOAKROOM_JOB_HEARTBEAT_SECONDS = float(env_decimal("CLOAKROOM_JOB_HEARTBEAT_SECONDS", "5"))
+# A queued job sent but not started this long after, while its queue is empty (its message was lost
+# or dropped), is sent again; after CLOAKROOM_JOB_MAX_DELIVERIES sends it is failed and refunded.
+CLOAKROOM_JOB_REDELIVER_SECONDS = env_int("CLOAKROOM_JOB_REDELIVER_SECONDS", 30)
+CLOAKROOM_JOB_MAX_DELIVERIES = env_int("CLOAKROOM_JOB_MAX_DELIVERIES", 5)
 # The queue DP jobs go to (workers consume it with -Q dp). Tests use a queue of their own.
 CLOAKROOM_DP_QUEUE = env_str("CLOAKROOM_DP_QUEUE", "dp")
 # The queue HE jobs and their parts go to (workers consume it with -Q he).
@@ -216,6 +302,13 @@ REST_FRAMEWORK = {
         "accounts.authentication.BasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Rates per client (accounts/throttling.py): a 429 in the one error shape with Retry-After.
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.throttling.AnonThrottle", "accounts.throttling.UserThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env_str("CLOAKROOM_RATE_ANON", "120/min"),
+        "user": env_str("CLOAKROOM_RATE_USER", "1200/min"),
+        "job_submit": env_str("CLOAKROOM_RATE_JOB_SUBMIT", "60/min"),
+    },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
         "rest_framework.parsers.JSONParser",
@@ -259,6 +352,26 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 if env_bool("TRUST_X_FORWARDED_PROTO", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Content-Security-Policy (config/middleware.py): everything comes from this origin and nothing
+# inline runs; Pico CSS draws its form icons as data: images.
+CONTENT_SECURITY_POLICY = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "img-src": ["'self'", "data:"],
+    "font-src": ["'self'"],
+    "connect-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'none'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
+# Pages whose own inline script and style elements are allowed by hash, response by response: the
+# Swagger UI page writes its start-up script inline, with the visitor's CSRF token in it.
+CSP_HASH_INLINE_PATHS = ["/api/docs/"]
+# true: send the policy as Content-Security-Policy-Report-Only (browsers report, block nothing).
+CSP_REPORT_ONLY = env_bool("CSP_REPORT_ONLY", False)
 
 LOGGING = {
     "version": 1,

@@ -34,6 +34,9 @@ SERVICE_VARIABLES = (
     "DEBUG",
     "HTTPS",
     "TRUST_X_FORWARDED_PROTO",
+    # The unit tests' one-process cache would hide what a site of several processes shares.
+    "CLOAKROOM_CACHE_URL",
+    "CLOAKROOM_CACHE_PREFIX",
 )
 
 

@@ -226,3 +226,70 @@ def test_health_reports_the_database_the_broker_and_the_last_worker_heartbeat(st
     assert body["database"] == "ok"
     assert body["broker"] == "ok"
     assert body["worker"]["last_seen"] is not None
+
+
+def test_forty_eight_concurrent_sign_ups_and_submissions_all_succeed_on_sqlite(stack):
+    """The demo's SQLite file under concurrent clients: WAL, a busy timeout and IMMEDIATE
+    transactions (config/settings) mean no request fails with "database is locked"."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tag = secrets.token_hex(3)
+    names = [f"c{tag}-{i}" for i in range(48)]
+
+    def join(name: str) -> int:
+        return requests.post(
+            stack.url("/api/v1/auth/signup/"),
+            json={"username": name, "email": f"{name}@example.org", "password": PASSWORD, "roles": ["owner", "buyer"]},
+            timeout=HTTP_TIMEOUT,
+        ).status_code
+
+    with ThreadPoolExecutor(max_workers=48) as pool:
+        assert list(pool.map(join, names)) == [201] * 48
+
+    owner = api_key(stack, names[0])
+    created = requests.post(
+        stack.url("/api/v1/datasets/"),
+        headers=owner,
+        data={"metadata": json.dumps({**METADATA, "title": f"Concurrent {tag}", "epsilon_cap": "20"})},
+        files={"file": ("survey.csv", CSV.encode(), "text/csv")},
+        timeout=HTTP_TIMEOUT,
+    )
+    assert created.status_code == 201, created.text
+    dataset = created.json()["id"]
+    requests.post(stack.url(f"/api/v1/datasets/{dataset}/publish/"), headers=owner, timeout=HTTP_TIMEOUT)
+
+    buyers = [api_key(stack, name) for name in names[1:9]]
+    purchases = []
+    for headers in buyers:
+        bought = requests.post(
+            stack.url("/api/v1/purchases/"),
+            headers=headers,
+            json={"dataset": dataset, "epsilon": "1"},
+            timeout=HTTP_TIMEOUT,
+        )
+        assert bought.status_code == 201, bought.text
+        purchases.append((headers, bought.json()["id"]))
+
+    def submit(args) -> tuple[int, int | None]:
+        (headers, purchase), i = args
+        response = requests.post(
+            stack.url("/api/v1/jobs/"),
+            headers=headers,
+            json={"purchase": purchase, "query": {"aggregate": "count"}, "epsilon": f"0.0{i + 1}"},
+            timeout=HTTP_TIMEOUT,
+        )
+        return response.status_code, response.json().get("id")
+
+    work = [(purchases[b], i) for b in range(8) for i in range(6)]
+    with ThreadPoolExecutor(max_workers=48) as pool:
+        answers = list(pool.map(submit, work))
+    assert [status for status, _ in answers] == [202] * 48
+
+    def released() -> bool:
+        done = 0
+        for (headers, _), _i in work[::6]:
+            jobs = requests.get(stack.url("/api/v1/jobs/?status=released"), headers=headers, timeout=HTTP_TIMEOUT)
+            done += jobs.json()["count"]
+        return done == 48
+
+    stack.pool.wait_until("all 48 jobs to be released", released, timeout=180, interval=1.0)

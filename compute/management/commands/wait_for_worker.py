@@ -27,17 +27,25 @@ class Command(BaseCommand):
         if timeout <= 0 or interval <= 0:
             raise CommandError("--timeout and --interval must be greater than 0.")
         token = secrets.token_hex(16)
-        try:
-            # A short connection retry budget: an unreachable broker should fail here, loudly,
-            # instead of hanging for Celery's default of many retries.
-            heartbeat.apply_async(
-                args=[token], retry=True, retry_policy={"max_retries": 3, "interval_start": 0.5, "interval_step": 0.5}
-            )
-        except Exception as exc:  # Kombu raises transport-specific errors; any of them means "no broker".
-            raise CommandError(
-                f"Could not send the heartbeat task to the broker: {exc.__class__.__name__}: {exc}"
-            ) from None
         deadline = time.monotonic() + timeout
+        # A short connection retry budget per attempt: an unreachable broker fails loudly instead of
+        # hanging for Celery's default of many retries. Attempts repeat until the deadline, because
+        # the filesystem broker can fail one transiently: two processes starting at once (the
+        # demo's key agent and its "ready" line) may read the exchange table while the other writes it.
+        while True:
+            try:
+                heartbeat.apply_async(
+                    args=[token],
+                    retry=True,
+                    retry_policy={"max_retries": 3, "interval_start": 0.5, "interval_step": 0.5},
+                )
+                break
+            except Exception as exc:  # Kombu raises transport-specific errors; any of them means "no broker".
+                if time.monotonic() + interval >= deadline:
+                    raise CommandError(
+                        f"Could not send the heartbeat task to the broker: {exc.__class__.__name__}: {exc}"
+                    ) from None
+                time.sleep(interval)
         while time.monotonic() < deadline:
             if selectors.worker_heartbeat_seen(token=token):
                 self.stdout.write(self.style.SUCCESS("worker ready"))
