@@ -30,6 +30,18 @@ def private_storage(settings, tmp_path):
     return root
 
 
+@pytest.fixture
+def pool(tmp_path):
+    """Real processes for one test (tests/integration/live.py): all stopped afterwards, their logs
+    printed (pytest shows them when the test failed)."""
+    from tests.integration.live import ProcessPool
+
+    p = ProcessPool(log_dir=tmp_path)
+    yield p
+    p.stop_all()
+    print(p.logs())
+
+
 @pytest.fixture(autouse=True)
 def empty_cache():
     """Every test starts with an empty cache: no throttling counter carries over from another test."""

@@ -116,13 +116,14 @@ class Component:
     budget: str
 
     def for_key_holder(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "terms": [[a, c] for a, c in self.terms],
-            "offset": self.offset,
-            "budget": self.budget,
-            **self.noise.describe(),
-        }
+        return key_component(self.name, self.terms, self.offset, self.budget, self.noise)
+
+
+def key_component(
+    name: str, terms: Sequence[tuple[str, float]], offset: float, budget: str, noise: Mechanism
+) -> dict[str, Any]:
+    """A component as the server sends it to the key holder (and the key holder compares it)."""
+    return {"name": name, "terms": [[a, c] for a, c in terms], "offset": offset, "budget": budget, **noise.describe()}
 
 
 @dataclass(frozen=True)

@@ -56,13 +56,7 @@ class Component:
         return self.noise.halfwidth() + self.ckks_error
 
     def for_key_holder(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "terms": [[a, c] for a, c in self.terms],
-            "offset": self.offset,
-            "budget": self.budget or self.name,
-            **self.noise.describe(),
-        }
+        return protocol.key_component(self.name, self.terms, self.offset, self.budget or self.name, self.noise)
 
     def plausible(self, value: float) -> bool:
         slack = PLAUSIBLE_SCALES * self.noise.scale + self.noise.granularity + self.ckks_error

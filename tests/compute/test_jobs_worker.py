@@ -17,7 +17,7 @@ import pytest
 from compute import services
 from compute.models import Job
 from marketplace.models import LedgerEntry, Purchase
-from tests.integration.live import ProcessPool, celery_worker_args, clean_env, worker_is_ready
+from tests.integration.live import celery_worker_args, clean_env, worker_is_ready
 from tests.integration.test_worker_redis import live_database_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -27,14 +27,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 def dp_queue(settings):
     settings.CLOAKROOM_DP_QUEUE = f"jtest-{uuid.uuid4().hex}"
     return settings.CLOAKROOM_DP_QUEUE
-
-
-@pytest.fixture
-def pool(tmp_path):
-    p = ProcessPool(log_dir=tmp_path)
-    yield p
-    p.stop_all()
-    print(p.logs())
 
 
 def worker_env(private_storage, **extra):

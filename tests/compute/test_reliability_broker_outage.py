@@ -20,7 +20,7 @@ import requests
 from accounts.services import api_key_create
 from compute.models import Job
 from marketplace.models import LedgerEntry, Purchase
-from tests.integration.live import ProcessPool, start_web
+from tests.integration.live import start_web
 from tests.integration.test_reliability_health import OwnRedis, health, stack_env, start_beat, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -29,14 +29,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 # gunicorn worker's whole timeout (60 s) and end in an error.
 SUBMIT_BOUND = 10
 RECOVERY_BOUND = 120
-
-
-@pytest.fixture
-def pool(tmp_path):
-    p = ProcessPool(log_dir=tmp_path)
-    yield p
-    p.stop_all()
-    print(p.logs())
 
 
 def submit(url: str, key: str, purchase: Purchase, epsilon: str, **headers: str) -> tuple[requests.Response, float]:

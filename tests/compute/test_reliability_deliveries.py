@@ -19,20 +19,12 @@ import pytest
 from compute import services
 from compute.models import Job
 from marketplace.models import LedgerEntry, Purchase
-from tests.integration.live import ProcessPool, clean_env, live_database_url
+from tests.integration.live import clean_env, live_database_url
 from tests.integration.test_reliability_health import start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 MAX_DELIVERIES = 3
-
-
-@pytest.fixture
-def pool(tmp_path):
-    p = ProcessPool(log_dir=tmp_path)
-    yield p
-    p.stop_all()
-    print(p.logs())
 
 
 def test_a_queued_job_whose_deliveries_are_all_dropped_is_failed_and_refunded(

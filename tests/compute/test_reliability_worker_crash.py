@@ -22,20 +22,12 @@ import requests
 from accounts.services import api_key_create
 from compute.models import Job
 from marketplace.models import LedgerEntry, Purchase
-from tests.integration.live import ProcessPool, start_web
+from tests.integration.live import start_web
 from tests.integration.test_reliability_health import OwnRedis, stack_env, start_beat, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 REQUEUE_BOUND = 90
-
-
-@pytest.fixture
-def pool(tmp_path):
-    p = ProcessPool(log_dir=tmp_path)
-    yield p
-    p.stop_all()
-    print(p.logs())
 
 
 def test_a_sigkilled_workers_job_is_back_in_the_queue_within_90_seconds_and_released_once(

@@ -12,18 +12,9 @@ import re
 
 import pytest
 
-from tests.integration.live import ProcessPool
 from tests.integration.test_reliability_health import OwnRedis, stack_env, start_beat, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def pool(tmp_path):
-    p = ProcessPool(log_dir=tmp_path)
-    yield p
-    p.stop_all()
-    print(p.logs())
 
 
 SWEEP_DONE = re.compile(r"Task compute\.sweep_jobs\[[^\]]+\] succeeded")

@@ -80,14 +80,6 @@ class OwnRedis:
 
 
 @pytest.fixture
-def pool(tmp_path):
-    p = ProcessPool(log_dir=tmp_path)
-    yield p
-    p.stop_all()
-    print(p.logs())
-
-
-@pytest.fixture
 def own_redis(pool):
     server = OwnRedis(pool)
     server.start()
