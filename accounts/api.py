@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -13,6 +13,7 @@ from accounts.authentication import ApiKeyAuthentication, BasicAuthentication
 from accounts.selectors import api_key_list, wallet_balance
 from accounts.services import VALID_ROLES, api_key_create, api_key_revoke, user_signup
 from config import fields as plain_fields
+from config import openapi
 
 
 class SignupApi(APIView):
@@ -21,13 +22,22 @@ class SignupApi(APIView):
 
     @extend_schema_serializer(component_name="SignupInput")
     class InputSerializer(serializers.Serializer):
-        username = serializers.RegexField(
-            r"^[\w.@+-]+\Z", max_length=150, error_messages={"invalid": "Use letters, digits and @/./+/-/_ only."}
+        username = openapi.RegexField(
+            r"^[\w.@+-]+\Z",
+            schema_pattern=r"^[\w.@+-]+$",
+            max_length=150,
+            error_messages={"invalid": "Use letters, digits and @/./+/-/_ only."},
         )
-        email = serializers.EmailField()
-        password = serializers.CharField(max_length=128, trim_whitespace=False)
+        # 254: what the account's email column holds (RFC 5321's limit on a forward path).
+        email = openapi.EmailField(max_length=254)
+        password = openapi.CharField(
+            max_length=128,
+            trim_whitespace=False,
+            help_text="At least 8 characters, not all digits, not a common password and not like the user name "
+            "or email (Django's password validators).",
+        )
         roles = serializers.ListField(
-            child=serializers.ChoiceField(choices=VALID_ROLES), allow_empty=False, max_length=2
+            child=openapi.ChoiceField(choices=VALID_ROLES), allow_empty=False, min_length=1, max_length=2
         )
 
     @extend_schema_serializer(component_name="SignupOutput")
@@ -37,9 +47,12 @@ class SignupApi(APIView):
         email = serializers.EmailField()
         roles = serializers.ListField(child=serializers.CharField())
 
-    @extend_schema(
-        request=InputSerializer,
+    @openapi.api_operation(
+        tag="accounts",
+        summary="Sign up",
+        request={"application/json": InputSerializer},
         responses={201: OutputSerializer},
+        errors=[400, 413, 415],
         auth=[],
         description=(
             "Create an account. Usernames are public handles, so a name that cannot be had is a 400 "
@@ -63,7 +76,12 @@ class MeApi(APIView):
         roles = serializers.ListField(child=serializers.CharField())
         credits = plain_fields.DecimalField(max_digits=18, decimal_places=2)
 
-    @extend_schema(responses=OutputSerializer)
+    @openapi.api_operation(
+        tag="accounts",
+        summary="The caller's profile and credits",
+        responses={200: OutputSerializer},
+        errors=[401],
+    )
     def get(self, request):
         user = request.user
         payload = {
@@ -92,7 +110,8 @@ class ApiKeyListCreateApi(APIView):
 
     @extend_schema_serializer(component_name="ApiKeyInput")
     class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=100)
+        # Text only: DRF's CharField would have stored {"name": 0} as the name "0".
+        name = openapi.CharField(max_length=100)
 
     @extend_schema_serializer(component_name="ApiKeyCreated")
     class CreatedSerializer(serializers.Serializer):
@@ -101,11 +120,26 @@ class ApiKeyListCreateApi(APIView):
         prefix = serializers.CharField()
         key = serializers.CharField(help_text="The full key. It is shown only in this response.")
 
-    @extend_schema(responses=ApiKeySerializer(many=True))
+    @openapi.api_operation(
+        tag="accounts",
+        summary="List the caller's API keys",
+        description="Every key of the caller, revoked ones included, newest first; never the keys themselves. "
+        "Not paginated: an account has few keys.",
+        responses={200: ApiKeySerializer(many=True)},
+        errors=[401],
+    )
     def get(self, request):
         return Response(ApiKeySerializer(api_key_list(user=request.user), many=True).data)
 
-    @extend_schema(request=InputSerializer, responses={201: CreatedSerializer})
+    @openapi.api_operation(
+        tag="accounts",
+        summary="Create an API key",
+        description="Authenticate with HTTP Basic (user name and password) to get a first key, or with a "
+        "key or the browser session to get another.",
+        request={"application/json": InputSerializer},
+        responses={201: CreatedSerializer},
+        errors=[400, 401, 403, 409, 413, 415],
+    )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -117,7 +151,13 @@ class ApiKeyListCreateApi(APIView):
 class ApiKeyRevokeApi(APIView):
     authentication_classes = [ApiKeyAuthentication, BasicAuthentication, SessionAuthentication]
 
-    @extend_schema(responses={204: None})
+    @openapi.api_operation(
+        tag="accounts",
+        summary="Revoke an API key",
+        description="The key stops working at once. Revoking a revoked key is a 204 again.",
+        responses={204: OpenApiResponse(description="Revoked.")},
+        errors=[401, 403, 404],
+    )
     def delete(self, request, key_id: int):
         api_key_revoke(user=request.user, key_id=key_id)
         return Response(status=status.HTTP_204_NO_CONTENT)

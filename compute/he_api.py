@@ -15,16 +15,91 @@ from __future__ import annotations
 from django.http import StreamingHttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework import serializers
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from compute import he_services
 from compute.api import JobOutputSerializer
 from compute.models import Job
+from config import openapi
 from marketplace.models import Dataset
+
+openapi.register_component(
+    "HeKeyPlan",
+    {
+        "type": "object",
+        "description": "What the key holder needs to release a job: the encrypted aggregates to decrypt (each "
+        "summed over its first `length` slots) and, per component, `offset + sum(coefficient * aggregate)` and "
+        "the noise to add on its grid. The key holder plans the query again from its own manifest and "
+        "releases only a plan identical to its own.",
+        "required": [
+            "job",
+            "dataset",
+            "bundle_id",
+            "query",
+            "epsilon",
+            "delta",
+            "aggregates",
+            "components",
+            "created_at",
+        ],
+        "properties": {
+            "job": {"type": "integer"},
+            "dataset": {"type": "integer"},
+            "bundle_id": {"type": "string"},
+            "query": openapi.ref("Query"),
+            "epsilon": {"type": "string", "format": "decimal"},
+            "delta": {"type": "string", "format": "decimal"},
+            "aggregates": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "length", "url"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "length": {"type": "integer"},
+                        "url": {"type": "string", "description": "Where to download its ciphertext."},
+                    },
+                },
+            },
+            "components": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "terms", "offset", "budget", "mechanism", "epsilon", "delta", "sensitivity"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "terms": {
+                            "type": "array",
+                            "description": "[aggregate name, coefficient] pairs.",
+                            "items": {
+                                "type": "array",
+                                "minItems": 2,
+                                "maxItems": 2,
+                                "items": {"anyOf": [{"type": "string"}, {"type": "number"}]},
+                            },
+                        },
+                        "offset": {"type": "number"},
+                        "budget": {"type": "string", "description": "Components sharing one epsilon share a name."},
+                        "mechanism": {"type": "string"},
+                        "epsilon": {"type": "number"},
+                        "delta": {"type": "number"},
+                        "sensitivity": {"type": "number"},
+                        "granularity": {"type": "number"},
+                        "steps": {"type": "integer"},
+                        "scale": {"type": "number"},
+                    },
+                },
+            },
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+    },
+)
+
+HeKeyPlanSerializer = openapi.component_serializer("HeKeyPlan")
+_OWNER_ONLY = "Only the dataset's owner may call this; any other job is a 404."
 
 
 def _aggregate_url(job: Job, name: str) -> str:
@@ -32,9 +107,17 @@ def _aggregate_url(job: Job, name: str) -> str:
 
 
 class AwaitingJobsApi(APIView):
-    @extend_schema(responses=dict)
+    @openapi.api_operation(
+        tag="he",
+        summary="HE jobs waiting for the caller's key",
+        description="Jobs on the caller's HE datasets whose aggregates are computed and wait for the key holder, "
+        "oldest first, each with its plan; 20 a page.",
+        parameters=[openapi.PAGE_PARAMETER],
+        responses={200: openapi.paginated(HeKeyPlanSerializer, "PaginatedHeKeyPlanList")},
+        errors=[401, 404],
+    )
     def get(self, request):
-        paginator = PageNumberPagination()
+        paginator = openapi.Pagination()
         jobs = (
             Job.objects.filter(
                 dataset__owner=request.user, dataset__mode=Dataset.Mode.HE, status=Job.Status.AWAITING_KEY
@@ -49,14 +132,43 @@ class AwaitingJobsApi(APIView):
 
 
 class HeJobPlanApi(APIView):
-    @extend_schema(responses=dict)
+    @openapi.api_operation(
+        tag="he",
+        summary="An HE job's plan for the key holder",
+        description=f"A 409 `job_not_awaiting_key` unless the job waits for the key. {_OWNER_ONLY}",
+        responses={200: HeKeyPlanSerializer},
+        errors=[401, 404, 409],
+    )
     def get(self, request, job_id: int):
         job = he_services.owned_he_job(owner=request.user, job_id=job_id)
         return Response(he_services.key_plan(job, aggregate_url=_aggregate_url))
 
 
 class HeJobAggregateApi(APIView):
-    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    def perform_content_negotiation(self, request, force=False):
+        # The body is the ciphertext whatever the Accept header says; errors are JSON.
+        return super().perform_content_negotiation(request, force=True)
+
+    @openapi.api_operation(
+        tag="he",
+        summary="Download an encrypted aggregate",
+        description="One aggregate of the job's plan: a serialized CKKS vector, for the key holder to decrypt. "
+        f"A 409 unless the job waits for the key. {_OWNER_ONLY}",
+        parameters=[
+            OpenApiParameter(
+                "Content-Disposition",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                response=[200],
+                required=True,
+                description='attachment; filename="job-{id}-{name}.ct"',
+            )
+        ],
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The ciphertext.")
+        },
+        errors=[401, 404, 409],
+    )
     def get(self, request, job_id: int, name: str):
         job = he_services.owned_he_job(owner=request.user, job_id=job_id)
         path = he_services.aggregate_file(job=job, name=name)
@@ -67,9 +179,23 @@ class HeJobAggregateApi(APIView):
 
 
 class HeJobReleaseApi(APIView):
-    @extend_schema(
-        request=inline_serializer("HeRelease", {"values": serializers.DictField(child=serializers.FloatField())}),
-        responses=JobOutputSerializer,
+    @openapi.api_operation(
+        tag="he",
+        summary="Release an HE job",
+        description="The key holder's noisy value of every component of the plan, each on its grid; the job is "
+        f"released and its budget committed. A 409 unless the job waits for the key. {_OWNER_ONLY}",
+        request={
+            "application/json": inline_serializer(
+                "HeRelease",
+                {
+                    "values": serializers.DictField(
+                        child=serializers.FloatField(), help_text="Every component's noisy value, by name."
+                    )
+                },
+            )
+        },
+        responses={200: JobOutputSerializer},
+        errors=[400, 401, 403, 404, 409, 413, 415],
     )
     def post(self, request, job_id: int):
         job = he_services.owned_he_job(owner=request.user, job_id=job_id)

@@ -6,17 +6,17 @@ import json
 import math
 from decimal import Decimal
 
-import django_filters
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiRequest, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config import fields as plain_fields
-from config.exceptions import ValidationFailed
+from config import openapi
+from config.exceptions import Forbidden, ValidationFailed
 from marketplace import selectors, services
 from marketplace.models import Column, Dataset
 
@@ -25,14 +25,22 @@ MAX_CATEGORIES = 1000
 
 
 class ColumnInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
-    kind = serializers.ChoiceField(choices=Column.Kind.choices)
-    lower = plain_fields.FloatField(required=False, allow_null=True)
-    upper = plain_fields.FloatField(required=False, allow_null=True)
-    categories = serializers.ListField(
-        child=serializers.CharField(max_length=200), required=False, allow_null=True, max_length=MAX_CATEGORIES
+    name = openapi.CharField(max_length=100)
+    kind = openapi.ChoiceField(choices=Column.Kind.choices)
+    lower = openapi.FloatField(
+        required=False, allow_null=True, help_text="Numeric columns: the declared lower bound (required)."
     )
-    is_label = serializers.BooleanField(required=False, default=False)
+    upper = openapi.FloatField(
+        required=False, allow_null=True, help_text="Numeric columns: the declared upper bound, above lower (required)."
+    )
+    categories = serializers.ListField(
+        child=openapi.CharField(max_length=200),
+        required=False,
+        allow_null=True,
+        max_length=MAX_CATEGORIES,
+        help_text="Categorical columns: every allowed value, unique and not blank (required).",
+    )
+    is_label = openapi.BooleanField(required=False, default=False)
 
     def validate(self, attrs):
         kind = attrs["kind"]
@@ -71,20 +79,31 @@ class ColumnInputSerializer(serializers.Serializer):
         return attrs
 
 
+@extend_schema_serializer(component_name="DatasetMetadata")
 class DatasetMetadataSerializer(serializers.Serializer):
-    title = serializers.CharField(max_length=200)
-    description = serializers.CharField(required=False, allow_blank=True, default="", max_length=20000)
-    mode = serializers.ChoiceField(choices=Dataset.Mode.choices, default=Dataset.Mode.DP)
-    epsilon_cap = plain_fields.DecimalField(max_digits=12, decimal_places=6, min_value=Decimal("0.000001"))
-    delta_cap = plain_fields.DecimalField(
+    title = openapi.CharField(max_length=200)
+    description = openapi.CharField(required=False, allow_blank=True, default="", max_length=20000)
+    mode = openapi.ChoiceField(
+        choices=Dataset.Mode.choices,
+        default=Dataset.Mode.DP,
+        help_text="Only `dp` is accepted by an upload; HE datasets are created with POST /api/v1/datasets/he/.",
+    )
+    epsilon_cap = openapi.DecimalField(max_digits=12, decimal_places=6, min_value=Decimal("0.000001"))
+    delta_cap = openapi.DecimalField(
         max_digits=16, decimal_places=12, min_value=Decimal("0"), max_value=Decimal("0.1"), default=Decimal("0")
     )
-    price_per_epsilon = plain_fields.DecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0"))
-    row_count_public = serializers.BooleanField(default=False)
-    clip_to_bounds = serializers.BooleanField(
+    price_per_epsilon = openapi.DecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0"))
+    row_count_public = openapi.BooleanField(default=False)
+    clip_to_bounds = openapi.BooleanField(
         default=False, help_text="Clip out-of-bounds values instead of rejecting the file."
     )
-    columns = ColumnInputSerializer(many=True, allow_empty=False, max_length=MAX_COLUMNS)
+    columns = serializers.ListField(
+        child=ColumnInputSerializer(),
+        allow_empty=False,
+        min_length=1,
+        max_length=MAX_COLUMNS,
+        help_text="Names must be unique.",
+    )
 
     def validate_columns(self, columns):
         names = [c["name"].strip() for c in columns]
@@ -129,7 +148,7 @@ def parse_metadata(raw) -> dict:
 
 class ColumnOutputSerializer(serializers.Serializer):
     name = serializers.CharField()
-    kind = serializers.CharField()
+    kind = openapi.ChoiceOutput(choices=Column.Kind.choices)
     lower = plain_fields.FloatField(allow_null=True)
     upper = plain_fields.FloatField(allow_null=True)
     categories = serializers.ListField(child=serializers.CharField())
@@ -141,16 +160,16 @@ class DatasetOutputSerializer(serializers.Serializer):
     slug = serializers.CharField()
     title = serializers.CharField()
     description = serializers.CharField()
-    mode = serializers.CharField()
-    status = serializers.CharField()
-    owner = serializers.CharField(source="owner.username")
+    mode = openapi.ChoiceOutput(choices=Dataset.Mode.choices)
+    status = openapi.ChoiceOutput(choices=Dataset.Status.choices)
+    owner = serializers.CharField(source="owner.username", help_text="The owner's user name.")
     epsilon_cap = plain_fields.DecimalField(max_digits=12, decimal_places=6)
     epsilon_sold = plain_fields.DecimalField(max_digits=12, decimal_places=6)
     epsilon_available = plain_fields.DecimalField(max_digits=12, decimal_places=6)
     delta_cap = plain_fields.DecimalField(max_digits=16, decimal_places=12)
     price_per_epsilon = plain_fields.DecimalField(max_digits=14, decimal_places=2)
     row_count_public = serializers.BooleanField()
-    row_count = serializers.SerializerMethodField()
+    row_count = serializers.SerializerMethodField(help_text="Null unless public or the caller owns the dataset.")
     version = plain_fields.IntegerField()
     columns = ColumnOutputSerializer(many=True, source="columns.all")
     created_at = serializers.DateTimeField()
@@ -164,13 +183,38 @@ class DatasetOutputSerializer(serializers.Serializer):
         return None
 
 
-class DatasetFilter(django_filters.FilterSet):
-    search = django_filters.CharFilter(method="noop", max_length=200)
-    mode = django_filters.ChoiceFilter(choices=Dataset.Mode.choices, method="noop")
-    mine = django_filters.BooleanFilter(method="noop")
+@extend_schema_serializer(component_name="DatasetCreated")
+class DatasetCreatedSerializer(DatasetOutputSerializer):
+    ingest = inline_serializer(
+        "DatasetIngestReport",
+        {
+            "ignored_columns": serializers.ListField(
+                child=serializers.CharField(), help_text="Columns of the file that were not declared, left out."
+            ),
+            "clipped": serializers.DictField(
+                child=serializers.IntegerField(), help_text="Values clipped to the bounds, by column."
+            ),
+        },
+        help_text="What the upload check did to the file.",
+    )
 
-    def noop(self, queryset, name, value):  # filtering happens in the selector
-        return queryset
+
+class QueryBooleanField(serializers.Field):
+    """``true`` or ``false`` in a query string (any letter case); anything else is a 400."""
+
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def to_internal_value(self, data):
+        value = str(data).lower()
+        if value not in ("true", "false"):
+            self.fail("invalid")
+        return value == "true"
+
+
+class DatasetListParams(serializers.Serializer):
+    search = openapi.CharField(required=False, allow_blank=True, max_length=200)
+    mode = openapi.ChoiceField(choices=Dataset.Mode.choices, required=False)
+    mine = QueryBooleanField(required=False)
 
 
 class DatasetListCreateApi(APIView):
@@ -179,48 +223,68 @@ class DatasetListCreateApi(APIView):
     def get_permissions(self):
         return [AllowAny()] if self.request.method == "GET" else [IsAuthenticated()]
 
-    @extend_schema(
+    @openapi.api_operation(
+        tag="datasets",
+        summary="List datasets",
+        description="Published datasets for everyone, plus the caller's own drafts and suspended datasets; "
+        "newest first, 20 a page. Credentials are optional, but when sent they must be valid.",
         parameters=[
-            OpenApiParameter("search", str, description="words in the title, description or column names"),
-            OpenApiParameter("mode", str, enum=["dp", "he"]),
-            OpenApiParameter("mine", bool, description="only the caller's own datasets"),
-            OpenApiParameter("page", int),
+            OpenApiParameter(
+                "search",
+                {"type": "string", "maxLength": 200, "pattern": openapi.NO_NUL},
+                description="Words in the title, description or column names.",
+            ),
+            OpenApiParameter("mode", OpenApiTypes.STR, enum=["dp", "he"]),
+            OpenApiParameter("mine", OpenApiTypes.BOOL, description="Only the caller's own datasets."),
+            openapi.PAGE_PARAMETER,
         ],
-        responses=DatasetOutputSerializer(many=True),
+        operation_id="v1_datasets_list",
+        responses={200: openapi.paginated(DatasetOutputSerializer, "PaginatedDatasetList")},
+        errors=[400, 401, 404],
         auth=[{}, {"bearerAuth": []}],
     )
     def get(self, request):
-        params = DatasetFilter(request.query_params, queryset=Dataset.objects.none())
-        if not params.is_valid():
-            raise serializers.ValidationError(params.errors)
-        cleaned = params.form.cleaned_data
+        # A plain dict, not the QueryDict: DRF reads an empty form value as "not given", and ?mode= is a 400.
+        params = DatasetListParams(data=request.query_params.dict())
+        params.is_valid(raise_exception=True)
+        cleaned = params.validated_data
         qs = selectors.dataset_list(
             user=request.user,
             search=cleaned.get("search") or "",
             mode=cleaned.get("mode") or "",
             mine=bool(cleaned.get("mine")),
         )
-        paginator = PageNumberPagination()
+        paginator = openapi.Pagination()
         page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response(
             DatasetOutputSerializer(page, many=True, context={"user": request.user}).data
         )
 
-    @extend_schema(
+    @openapi.api_operation(
+        tag="datasets",
+        summary="Upload a DP dataset",
+        description="Owners only. The file (CSV with a header row, or Parquet) is checked against the declared "
+        "columns before anything is stored, then encrypted at rest; the dataset starts as a draft. The "
+        "`metadata` part is a JSON object (Content-Type application/json, or a plain text part).",
         request={
-            "multipart/form-data": inline_serializer(
-                "DatasetUpload",
-                {
-                    "file": serializers.FileField(help_text="CSV (UTF-8, header row) or Parquet"),
-                    "metadata": serializers.CharField(
-                        help_text="JSON: title, description, mode, epsilon_cap, delta_cap, price_per_epsilon, row_count_public, clip_to_bounds, columns"
-                    ),
-                },
+            "multipart/form-data": OpenApiRequest(
+                inline_serializer(
+                    "DatasetUpload",
+                    {
+                        "file": serializers.FileField(help_text="CSV (UTF-8, header row) or Parquet"),
+                        "metadata": DatasetMetadataSerializer(),
+                    },
+                ),
+                encoding={"metadata": {"contentType": "application/json"}},
             )
         },
-        responses={201: DatasetOutputSerializer},
+        responses={201: DatasetCreatedSerializer},
+        errors=[400, 401, 403, 409, 413, 415],
     )
     def post(self, request):
+        if not request.user.is_owner:
+            # Before the body is read: a buyer's upload is refused whatever it holds.
+            raise Forbidden("Only accounts with the owner role can list datasets.", code="not_an_owner")
         metadata = parse_metadata(request.data.get("metadata"))
         upload = request.FILES.get("file")
         dataset = services.dataset_create(
@@ -236,14 +300,30 @@ class DatasetListCreateApi(APIView):
 class DatasetDetailApi(APIView):
     permission_classes = [AllowAny]
 
-    @extend_schema(responses=DatasetOutputSerializer, auth=[{}, {"bearerAuth": []}])
+    @openapi.api_operation(
+        tag="datasets",
+        summary="Read a dataset",
+        description="A published dataset, or one of the caller's own. Credentials are optional, but when sent "
+        "they must be valid.",
+        responses={200: DatasetOutputSerializer},
+        errors=[401, 404],
+        auth=[{}, {"bearerAuth": []}],
+    )
     def get(self, request, dataset_id: int):
         dataset = selectors.dataset_get(user=request.user, dataset_id=dataset_id)
         return Response(DatasetOutputSerializer(dataset, context={"user": request.user}).data)
 
 
 class DatasetPublishApi(APIView):
-    @extend_schema(request=None, responses=DatasetOutputSerializer)
+    @openapi.api_operation(
+        tag="datasets",
+        summary="Publish a dataset",
+        description="The owner puts a draft (or a suspended dataset) on sale. A 409 when it cannot be: an HE "
+        "bundle that is not ready yet, for one.",
+        request=None,
+        responses={200: DatasetOutputSerializer},
+        errors=[401, 403, 404, 409],
+    )
     def post(self, request, dataset_id: int):
         dataset = services.dataset_publish(owner=request.user, dataset_id=dataset_id)
         return Response(DatasetOutputSerializer(dataset, context={"user": request.user}).data)
@@ -252,7 +332,15 @@ class DatasetPublishApi(APIView):
 class DatasetSuspendApi(APIView):
     """The owner takes a published dataset off sale; POST .../publish/ puts it back."""
 
-    @extend_schema(request=None, responses=DatasetOutputSerializer)
+    @openapi.api_operation(
+        tag="datasets",
+        summary="Suspend a dataset",
+        description="The owner takes a published dataset off sale: no new purchases or jobs; POST "
+        ".../publish/ puts it back. A draft is a 409.",
+        request=None,
+        responses={200: DatasetOutputSerializer},
+        errors=[401, 403, 404, 409],
+    )
     def post(self, request, dataset_id: int):
         dataset = services.dataset_suspend(owner=request.user, dataset_id=dataset_id)
         return Response(DatasetOutputSerializer(dataset, context={"user": request.user}).data)
@@ -284,16 +372,33 @@ class PurchaseOutputSerializer(serializers.Serializer):
 class PurchaseListCreateApi(APIView):
     @extend_schema_serializer(component_name="PurchaseInput")
     class InputSerializer(serializers.Serializer):
-        dataset = plain_fields.IntegerField(min_value=1)
-        epsilon = plain_fields.DecimalField(max_digits=12, decimal_places=6, min_value=Decimal("0.000001"))
+        dataset = openapi.IntegerField(min_value=1)
+        epsilon = openapi.DecimalField(max_digits=12, decimal_places=6, min_value=Decimal("0.000001"))
 
-    @extend_schema(responses=PurchaseOutputSerializer(many=True))
+    @openapi.api_operation(
+        tag="purchases",
+        summary="List the caller's purchases",
+        description="Newest first, 20 a page.",
+        parameters=[openapi.PAGE_PARAMETER],
+        operation_id="v1_purchases_list",
+        responses={200: openapi.paginated(PurchaseOutputSerializer, "PaginatedPurchaseList")},
+        errors=[401, 404],
+    )
     def get(self, request):
-        paginator = PageNumberPagination()
+        paginator = openapi.Pagination()
         page = paginator.paginate_queryset(selectors.purchase_list(user=request.user), request, view=self)
         return paginator.get_paginated_response(PurchaseOutputSerializer(page, many=True).data)
 
-    @extend_schema(request=InputSerializer, responses={201: PurchaseOutputSerializer})
+    @openapi.api_operation(
+        tag="purchases",
+        summary="Buy privacy budget",
+        description="Buyers only: buy `epsilon` of a published dataset's budget, paid from the caller's credits "
+        "(price per epsilon times epsilon). A 409 when the dataset is not on sale, is the caller's own, has "
+        "too little budget left, or the credits do not cover the price.",
+        request={"application/json": InputSerializer},
+        responses={201: PurchaseOutputSerializer},
+        errors=[400, 401, 403, 404, 409, 413, 415],
+    )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -304,7 +409,12 @@ class PurchaseListCreateApi(APIView):
 
 
 class PurchaseDetailApi(APIView):
-    @extend_schema(responses=PurchaseOutputSerializer)
+    @openapi.api_operation(
+        tag="purchases",
+        summary="Read a purchase",
+        responses={200: PurchaseOutputSerializer},
+        errors=[401, 404],
+    )
     def get(self, request, purchase_id: int):
         purchase = selectors.purchase_get(user=request.user, purchase_id=purchase_id)
         return Response(PurchaseOutputSerializer(purchase).data)

@@ -337,6 +337,18 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Tag descriptions come from config/openapi.py; enum names for the choice sets that share a field name.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.openapi.postprocess_schema"],
+    "ENUM_NAME_OVERRIDES": {
+        "JobKindEnum": ["query"],
+        "JobStatusEnum": ["queued", "running", "awaiting_key", "released", "failed", "cancelled"],
+        "DatasetStatusEnum": ["draft", "published", "suspended"],
+        "ColumnKindEnum": ["numeric", "categorical", "boolean"],
+        "HeColumnKindEnum": ["numeric", "indicator", "boolean"],
+        "LedgerEntryKindEnum": ["reserve", "commit", "refund"],
+        "KeyCustodyEnum": ["owner", "escrow"],
+        "NewKeyCustodyEnum": ["owner"],
+    },
 }
 
 # Security. HTTPS=true turns on everything `manage.py check --deploy` asks of a site behind TLS.
