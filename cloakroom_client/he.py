@@ -41,27 +41,20 @@ import numpy as np
 import pandas as pd
 import tenseal as ts
 
-FORMAT = "cloakroom-he-bundle"
-VERSION = 1
-JOB_CLASSES = ("sum", "product")
-# The only two parameter sets the server accepts (128-bit security by the HE standard's table:
-# N=4096 allows 109 bits of modulus, N=8192 allows 218). Sums need no multiplication, so the
-# shallow chain at N=4096 halves the bytes per value; one multiplication needs one more level.
-PARAMETERS: dict[tuple[str, ...], dict[str, Any]] = {
-    ("sum",): {"poly_modulus_degree": 4096, "coeff_mod_bit_sizes": [40, 20, 40], "global_scale_bits": 20},
-    ("sum", "product"): {
-        "poly_modulus_degree": 8192,
-        "coeff_mod_bit_sizes": [60, 40, 40, 60],
-        "global_scale_bits": 40,
-    },
-}
+from cloakroom_client.protocol.bundle import (
+    CONTEXT_FILE,
+    FORMAT,
+    JOB_CLASSES,
+    MAX_CHUNKS,
+    MAX_COLUMNS,
+    PARAMETERS,
+    VERSION,
+    column_file_name,
+)
+from cloakroom_client.protocol.bundle import MANIFEST_FILE as MANIFEST
+
 KEYSTORE_ENV = "CLOAKROOM_KEYSTORE"
 DEFAULT_KEYSTORE = Path.home() / ".cloakroom" / "keys"
-MANIFEST = "manifest.json"
-CONTEXT_FILE = "context.bin"
-# File names carry a 3-digit column index and a 4-digit chunk index.
-MAX_COLUMNS = 1000
-MAX_CHUNKS = 10_000
 MAX_ROWS_LISTED = 5
 TRUE_WORDS = {"true", "t", "yes", "y", "1"}
 FALSE_WORDS = {"false", "f", "no", "n", "0"}
@@ -676,7 +669,7 @@ def encrypt_csv(
                 block[: len(part)] = part
                 block[len(part) :] = 0.0  # the tail of the last chunk is zero padding
                 data = ts.ckks_vector(ctx, block.tolist()).serialize()
-                path = out / f"c{index:03d}.{chunk:04d}.ct"
+                path = out / column_file_name(index, chunk)
                 files.append(_write_new(path, data))
                 written.append(path)
                 del data

@@ -40,12 +40,12 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import User
+from cloakroom_client.protocol.bundle import column_file_name
 from compute.engines import he_jobs
 from compute.engines.dp import QueryError
 from compute.models import Job, JobPart
 from config.exceptions import Conflict, NotFound, ValidationFailed
 from marketplace.he import bundle_folder
-from marketplace.he_check import column_file_name
 from marketplace.models import Dataset, LedgerEntry
 
 logger = logging.getLogger(__name__)

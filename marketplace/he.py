@@ -38,8 +38,8 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 
 from accounts.models import User
+from cloakroom_client.protocol.bundle import MANIFEST_FILE, ManifestError, manifest_files, validate_manifest
 from config.exceptions import Conflict, Forbidden, NotFound, ValidationFailed
-from marketplace.he_check import MANIFEST_FILE, ManifestError, manifest_files, validate_manifest
 from marketplace.models import Column, Dataset
 from marketplace.services import create_with_unique_slug
 

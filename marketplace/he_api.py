@@ -23,11 +23,11 @@ from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from cloakroom_client.protocol.bundle import COLUMN_KINDS, FORMAT, MAX_COLUMNS, MAX_MANIFEST_BYTES, PARAMETERS, VERSION
 from config import fields as plain_fields
 from config import openapi
 from config.exceptions import Forbidden, ValidationFailed
 from marketplace import he
-from marketplace.he_check import ALLOWED_PARAMETERS, COLUMN_KINDS, FORMAT, MAX_COLUMNS, MAX_MANIFEST_BYTES, VERSION
 from marketplace.models import Dataset
 
 # The create request carries the manifest (a few MB for the largest bundles) and a little metadata.
@@ -81,12 +81,12 @@ openapi.register_component(
             },
             "poly_modulus_degree": {
                 "type": "integer",
-                "enum": sorted({p["poly_modulus_degree"] for p in ALLOWED_PARAMETERS.values()}),
+                "enum": sorted({p["poly_modulus_degree"] for p in PARAMETERS.values()}),
             },
             "coeff_mod_bit_sizes": {"type": "array", "items": {"type": "integer"}},
             "global_scale_bits": {
                 "type": "integer",
-                "enum": sorted({p["global_scale_bits"] for p in ALLOWED_PARAMETERS.values()}),
+                "enum": sorted({p["global_scale_bits"] for p in PARAMETERS.values()}),
             },
             "slots": {"type": "integer", "description": "Half of poly_modulus_degree."},
             "rows": {"type": "integer", "minimum": 1},

@@ -42,9 +42,9 @@ from django.db import transaction
 from accounts.models import CreditEntry, User
 from accounts.selectors import wallet_balance
 from accounts.services import api_key_create, user_signup, wallet_change, wallet_create
+from cloakroom_client.protocol.bundle import manifest_files
 from config.exceptions import ServiceError
 from marketplace import he, selectors
-from marketplace.he_check import manifest_files
 from marketplace.models import Dataset
 from marketplace.services import DatasetInput, dataset_create, dataset_publish
 
