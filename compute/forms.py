@@ -2,7 +2,7 @@
 
 The forms only shape the HTML and turn what the browser sends into the same job body the API
 takes (``{aggregate, column, quantiles, bins, filters, group_by}``). They accept any value for the
-query's parts and leave the rules to the engine (``compute.services.prepare_query``), so the page
+query's parts and leave the rules to the engine (``compute.kinds.dp_query.dp_query_prepare``), so the page
 and the API can never disagree; the engine's errors come back with a dotted field path
 ("query.filters.0.value") that :func:`attach_errors` puts beside the control it names.
 """

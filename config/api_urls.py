@@ -3,7 +3,6 @@ from drf_spectacular.views import SpectacularAPIView
 
 from accounts import api as accounts_api
 from compute import api as compute_api
-from compute import he_api as compute_he_api
 from config.health import HealthApi
 from marketplace import api as marketplace_api
 from marketplace import he_api
@@ -36,14 +35,14 @@ urlpatterns = [
     path("jobs/<int:job_id>/download/", compute_api.JobDownloadApi.as_view(), name="api-job-download"),
     path("datasets/<int:dataset_id>/escrow/", he_api.EscrowApi.as_view(), name="api-he-escrow"),
     path("he/escrow-key/", he_api.EscrowKeyApi.as_view(), name="api-he-escrow-key"),
-    path("he/jobs/awaiting/", compute_he_api.AwaitingJobsApi.as_view(), name="api-he-awaiting"),
-    path("he/jobs/<int:job_id>/", compute_he_api.HeJobPlanApi.as_view(), name="api-he-job"),
+    path("he/jobs/awaiting/", compute_api.AwaitingJobsApi.as_view(), name="api-he-awaiting"),
+    path("he/jobs/<int:job_id>/", compute_api.HeJobPlanApi.as_view(), name="api-he-job"),
     path(
         "he/jobs/<int:job_id>/aggregates/<str:name>/",
-        compute_he_api.HeJobAggregateApi.as_view(),
+        compute_api.HeJobAggregateApi.as_view(),
         name="api-he-job-aggregate",
     ),
-    path("he/jobs/<int:job_id>/release/", compute_he_api.HeJobReleaseApi.as_view(), name="api-he-job-release"),
+    path("he/jobs/<int:job_id>/release/", compute_api.HeJobReleaseApi.as_view(), name="api-he-job-release"),
     path("health/", HealthApi.as_view(), name="api-health"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
 ]

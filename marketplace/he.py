@@ -501,9 +501,9 @@ def escrow_store(*, owner: User, dataset_id: Any, blob: bytes) -> Dataset:
         tmp.unlink(missing_ok=True)
     Dataset.objects.filter(pk=dataset.pk).update(key_custody=Dataset.KeyCustody.ESCROW)
     dataset.refresh_from_db()
-    from compute.he_services import enqueue_waiting_for_escrow
+    from compute.kinds.he_query.key_holder import escrow_waiting_send as enqueue_waiting_for_escrow
 
-    transaction.on_commit(lambda: enqueue_waiting_for_escrow(dataset))
+    transaction.on_commit(lambda: enqueue_waiting_for_escrow(dataset=dataset))
     logger.info("dataset %s: secret key escrowed (sealed, %d bytes)", dataset.pk, len(blob))
     return dataset
 

@@ -3,7 +3,7 @@
 Python's Decimal (and int and float) accept digit separators and the digits of every script, so
 ``"1_0"`` was read as 10 and ``"١"`` (Arabic-Indic one) as 1: a buyer who typed a slip was charged
 for a number they never wrote. Epsilon and delta of jobs and estimates go through
-``compute.services._budget_numbers``; the other decimals the API reads (purchase epsilon, the caps
+``compute.budget.budget_numbers``; the other decimals the API reads (purchase epsilon, the caps
 and the price of a dataset, bounds, rows, bins) are read by the plain-number fields of config/fields.py.
 """
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from cloakroom_client.protocol.noise import mechanism
 from compute import services
+from compute.kinds.dp_query import DpQuery
 from compute.models import Job
 from marketplace.models import LedgerEntry, Purchase
 from tests.conftest import client_for
@@ -205,7 +206,8 @@ def test_the_sweeper_requeues_a_job_whose_worker_died_and_fails_it_after_the_las
     stale = timezone.now() - timedelta(seconds=settings.CLOAKROOM_JOB_LEASE_SECONDS + 5)
     Job.objects.filter(pk=job["id"]).update(status=Job.Status.RUNNING, started_at=stale, attempts=1, claim="dead")
     sent = []
-    services._enqueue, original = (lambda job_id, mode="dp": sent.append(job_id)), services._enqueue
+    original = DpQuery.send
+    DpQuery.send = lambda self, job_id: sent.append(job_id)
     try:
         assert services.jobs_sweep() == {"requeued": 1, "failed": 0, "key_wait_expired": 0}
         assert sent == [job["id"]]
@@ -218,7 +220,7 @@ def test_the_sweeper_requeues_a_job_whose_worker_died_and_fails_it_after_the_las
         )
         assert services.jobs_sweep() == {"requeued": 0, "failed": 1, "key_wait_expired": 0}
     finally:
-        services._enqueue = original
+        DpQuery.send = original
     assert Job.objects.get(pk=second["id"]).status == "failed"
     assert ledger_sums(purchase)["refund"] == Decimal("0.5")
 

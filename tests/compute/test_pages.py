@@ -13,7 +13,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from compute import services
+from compute import lifecycle
 from compute.models import Job
 from marketplace.models import LedgerEntry, Purchase
 
@@ -562,7 +562,7 @@ def test_a_failed_job_shows_its_reason(buyer, dp_dataset, purchase, django_captu
     with django_capture_on_commit_callbacks(execute=False):
         submit(client, dp_dataset, purchase)
     job = Job.objects.get()
-    services.job_fail(job_id=job.pk, reason="The worker ran out of patience; your budget was refunded.")
+    lifecycle.job_fail(job_id=job.pk, reason="The worker ran out of patience; your budget was refunded.")
 
     page = client.get(reverse("job-detail", args=[job.pk])).content.decode()
 

@@ -14,8 +14,9 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from compute import services
+from compute.kinds.dp_query import DpQuery
 from compute.models import Job
-from compute.tasks import run_dp_job
+from compute.tasks import dp_job_run_task
 from config.celery_app import app as celery_app
 from marketplace.models import LedgerEntry, Purchase
 
@@ -34,7 +35,7 @@ def ledger_kinds(job_id):
 def record_sends(monkeypatch) -> list[int]:
     """The tasks sent from now on, recorded instead of published."""
     calls: list[int] = []
-    monkeypatch.setattr(services, "_enqueue", lambda job_id, mode="dp": calls.append(job_id))
+    monkeypatch.setattr(DpQuery, "send", lambda self, job_id: calls.append(job_id))
     return calls
 
 
@@ -42,7 +43,7 @@ def record_sends(monkeypatch) -> list[int]:
 def queue_length(monkeypatch):
     """What the broker says waits in each queue (0: nothing, the job's message is gone)."""
     lengths = {"value": 0}
-    monkeypatch.setattr(services._QueueLengths, "_ask", staticmethod(lambda queue: lengths["value"]))
+    monkeypatch.setattr(services.QueueLengths, "ask", staticmethod(lambda queue: lengths["value"]))
     return lengths
 
 
@@ -57,7 +58,7 @@ def test_a_submission_the_broker_refuses_is_accepted_and_the_sweeper_sends_it(
     def refuse(*args, **kwargs):
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
-    monkeypatch.setattr(run_dp_job, "apply_async", refuse)
+    monkeypatch.setattr(dp_job_run_task, "apply_async", refuse)
     with django_capture_on_commit_callbacks(execute=True):
         response = submit(api, purchase)
     assert response.status_code == 202, response.content

@@ -12,7 +12,7 @@ import tenseal as ts
 
 from cloakroom_client import escrow
 from cloakroom_client import he as client_he
-from compute.he_services import escrow_release
+from compute.kinds.he_query.key_holder import escrow_release
 from compute.models import Job
 from marketplace.he import ESCROW_FILE
 from marketplace.models import Dataset, LedgerEntry

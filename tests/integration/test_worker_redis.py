@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from compute.models import WorkerHeartbeat
-from compute.tasks import heartbeat
+from compute.tasks import worker_heartbeat_record_task
 from tests.integration.live import ProcessPool, celery_worker_args, clean_env, live_database_url, worker_is_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -50,7 +50,7 @@ def worker(tmp_path, redis_broker_url, queue):
 
 
 def send(token: str, queue: str) -> None:
-    heartbeat.apply_async(args=[token], queue=queue)
+    worker_heartbeat_record_task.apply_async(args=[token], queue=queue)
 
 
 def test_a_worker_on_redis_records_a_heartbeat_in_postgresql(worker, queue):

@@ -13,7 +13,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from compute import selectors
-from compute.tasks import heartbeat
+from compute.tasks import worker_heartbeat_record_task
 
 
 class Command(BaseCommand):
@@ -34,7 +34,7 @@ class Command(BaseCommand):
         # demo's key agent and its "ready" line) may read the exchange table while the other writes it.
         while True:
             try:
-                heartbeat.apply_async(
+                worker_heartbeat_record_task.apply_async(
                     args=[token],
                     retry=True,
                     retry_policy={"max_retries": 3, "interval_start": 0.5, "interval_step": 0.5},

@@ -20,11 +20,11 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from compute import he_services
-from compute.api import JobOutputSerializer
+from compute import selectors
+from compute.api.serializers import JobOutputSerializer
+from compute.kinds.he_query import key_holder
 from compute.models import Job
 from config import openapi
-from marketplace.models import Dataset
 
 openapi.register_component(
     "HeKeyPlan",
@@ -118,16 +118,10 @@ class AwaitingJobsApi(APIView):
     )
     def get(self, request):
         paginator = openapi.Pagination()
-        jobs = (
-            Job.objects.filter(
-                dataset__owner=request.user, dataset__mode=Dataset.Mode.HE, status=Job.Status.AWAITING_KEY
-            )
-            .select_related("dataset")
-            .order_by("computed_at", "id")
-        )
+        jobs = selectors.he_jobs_awaiting_key(owner=request.user)
         page = paginator.paginate_queryset(jobs, request, view=self)
         return paginator.get_paginated_response(
-            [he_services.key_plan(job, aggregate_url=_aggregate_url) for job in page]
+            [key_holder.release_spec(job, aggregate_url=_aggregate_url) for job in page]
         )
 
 
@@ -140,8 +134,8 @@ class HeJobPlanApi(APIView):
         errors=[401, 404, 409],
     )
     def get(self, request, job_id: int):
-        job = he_services.owned_he_job(owner=request.user, job_id=job_id)
-        return Response(he_services.key_plan(job, aggregate_url=_aggregate_url))
+        job = selectors.he_job_get(owner=request.user, job_id=job_id)
+        return Response(key_holder.release_spec(job, aggregate_url=_aggregate_url))
 
 
 class HeJobAggregateApi(APIView):
@@ -170,9 +164,9 @@ class HeJobAggregateApi(APIView):
         errors=[401, 404, 409],
     )
     def get(self, request, job_id: int, name: str):
-        job = he_services.owned_he_job(owner=request.user, job_id=job_id)
-        path = he_services.aggregate_file(job=job, name=name)
-        response = StreamingHttpResponse(he_services.iter_file(path), content_type="application/octet-stream")
+        job = selectors.he_job_get(owner=request.user, job_id=job_id)
+        path = key_holder.aggregate_file(job=job, name=name)
+        response = StreamingHttpResponse(key_holder.iter_file(path), content_type="application/octet-stream")
         response["Content-Length"] = str(path.stat().st_size)
         response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-{name}.ct"'
         return response
@@ -198,7 +192,7 @@ class HeJobReleaseApi(APIView):
         errors=[400, 401, 403, 404, 409, 413, 415],
     )
     def post(self, request, job_id: int):
-        job = he_services.owned_he_job(owner=request.user, job_id=job_id)
+        job = selectors.he_job_get(owner=request.user, job_id=job_id)
         body = request.data if isinstance(request.data, dict) else {}
-        job = he_services.he_release(job=job, values=body.get("values"))
+        job = key_holder.he_release(job=job, values=body.get("values"))
         return Response(JobOutputSerializer(job).data)

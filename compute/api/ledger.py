@@ -1,0 +1,146 @@
+"""API v1 for budgets: a purchase's ledger (for its buyer) and a dataset's budget by buyer (for its owner)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from drf_spectacular.utils import extend_schema_serializer, inline_serializer
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import CREDIT_QUANTUM
+from compute import selectors
+from config import openapi
+from marketplace import selectors as market
+from marketplace.models import DELTA_QUANTUM, EPSILON_QUANTUM, LedgerEntry
+
+
+def _eps(value) -> str:
+    return f"{Decimal(value or 0).quantize(EPSILON_QUANTUM):f}"
+
+
+def _delta(value) -> str:
+    return f"{Decimal(value or 0).quantize(DELTA_QUANTUM):f}"
+
+
+@extend_schema_serializer(component_name="PurchaseLedger")
+class LedgerOutputSerializer(serializers.Serializer):
+    purchase = serializers.IntegerField()
+    epsilon = serializers.CharField(help_text="Bought.")
+    epsilon_reserved = serializers.CharField(help_text="Reserved by jobs, in all.")
+    epsilon_committed = serializers.CharField(help_text="Spent by released jobs.")
+    epsilon_refunded = serializers.CharField(help_text="Given back by failed and cancelled jobs.")
+    epsilon_held = serializers.CharField(help_text="Reserved by jobs still open.")
+    epsilon_remaining = serializers.CharField()
+    delta = serializers.CharField()
+    delta_committed = serializers.CharField()
+    entries = serializers.ListField(
+        child=inline_serializer(
+            "LedgerEntry",
+            {
+                "id": serializers.IntegerField(),
+                "kind": openapi.ChoiceOutput(choices=LedgerEntry.Kind.choices),
+                "job": serializers.IntegerField(allow_null=True),
+                "epsilon": serializers.CharField(),
+                "delta": serializers.CharField(),
+                "created_at": serializers.DateTimeField(),
+            },
+        ),
+        help_text="Oldest first.",
+    )
+
+
+class PurchaseLedgerApi(APIView):
+    @openapi.api_operation(
+        tag="purchases",
+        summary="A purchase's budget ledger",
+        description="Every reservation, commit and refund of the purchase's budget, and their totals.",
+        responses={200: LedgerOutputSerializer},
+        errors=[401, 404],
+    )
+    def get(self, request, purchase_id: int):
+        purchase = market.purchase_get(user=request.user, purchase_id=purchase_id)
+        entries = purchase.ledger_entries.order_by("created_at", "id")
+        budget = market.purchase_budget(purchase)
+        s = budget.totals
+        return Response(
+            {
+                "purchase": purchase.pk,
+                "epsilon": _eps(purchase.epsilon),
+                "epsilon_reserved": _eps(s.epsilon[LedgerEntry.Kind.RESERVE]),
+                "epsilon_committed": _eps(budget.spent),
+                "epsilon_refunded": _eps(s.epsilon[LedgerEntry.Kind.REFUND]),
+                "epsilon_held": _eps(budget.held),
+                "epsilon_remaining": _eps(budget.remaining),
+                "delta": _delta(purchase.delta),
+                "delta_committed": _delta(s.delta[LedgerEntry.Kind.COMMIT]),
+                "entries": [
+                    {
+                        "id": e.pk,
+                        "kind": e.kind,
+                        "job": e.job_id,
+                        "epsilon": _eps(e.epsilon),
+                        "delta": _delta(e.delta),
+                        "created_at": e.created_at,
+                    }
+                    for e in entries
+                ],
+            }
+        )
+
+
+@extend_schema_serializer(component_name="DatasetBudget")
+class BudgetOutputSerializer(serializers.Serializer):
+    dataset = serializers.IntegerField()
+    epsilon_cap = serializers.CharField()
+    epsilon_sold = serializers.CharField()
+    epsilon_spent = serializers.CharField()
+    epsilon_unsold = serializers.CharField()
+    by_buyer = serializers.ListField(
+        child=inline_serializer(
+            "DatasetBudgetBuyer",
+            {
+                "buyer": serializers.CharField(),
+                "epsilon_bought": serializers.CharField(),
+                "epsilon_spent": serializers.CharField(),
+                "credits_paid": serializers.CharField(),
+                "jobs_released": serializers.IntegerField(),
+            },
+        )
+    )
+
+
+class DatasetBudgetApi(APIView):
+    """For the dataset's owner: epsilon sold, spent and left, by buyer. Never a released value."""
+
+    @openapi.api_operation(
+        tag="datasets",
+        summary="A dataset's budget, by buyer",
+        description="For the dataset's owner: epsilon sold, spent and left, in all and by buyer. Never a "
+        "released value. Any other dataset is a 404.",
+        responses={200: BudgetOutputSerializer},
+        errors=[401, 404],
+    )
+    def get(self, request, dataset_id: int):
+        budget = selectors.dataset_budget(owner=request.user, dataset_id=dataset_id)
+        dataset = budget.dataset
+        return Response(
+            {
+                "dataset": dataset.pk,
+                "epsilon_cap": _eps(dataset.epsilon_cap),
+                "epsilon_sold": _eps(dataset.epsilon_sold),
+                "epsilon_spent": _eps(budget.epsilon_spent),
+                "epsilon_unsold": _eps(dataset.epsilon_cap - dataset.epsilon_sold),
+                "by_buyer": [
+                    {
+                        "buyer": row.buyer,
+                        "epsilon_bought": _eps(row.epsilon_bought),
+                        "epsilon_spent": _eps(row.epsilon_spent),
+                        "credits_paid": f"{row.credits_paid.quantize(CREDIT_QUANTUM)}",
+                        "jobs_released": row.jobs_released,
+                    }
+                    for row in budget.by_buyer
+                ],
+            }
+        )

@@ -1,0 +1,146 @@
+"""The ``query`` kind on a DP dataset: an aggregate over the decrypted table, with noise on a grid,
+computed in one task on the ``dp`` queue (compute/engines/dp)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from decimal import ROUND_UP, Decimal
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from compute import tasks
+from compute.budget import budget_numbers
+from compute.engines import dp
+from compute.kinds.base import JobEstimate, JobKind, Prepared, query_error
+from compute.lifecycle import job_claim, job_fail, job_heartbeat, job_release
+from compute.models import Job
+from marketplace.datafiles import dataset_columns, dataset_schema
+from marketplace.models import EPSILON_QUANTUM, Dataset, Purchase
+from marketplace.services import purchase_price
+
+logger = logging.getLogger(__name__)
+
+COMPUTE_FAILED = (
+    "The computation failed on the server; your budget was refunded. Try again, or contact the administrator "
+    "if it keeps failing."
+)
+
+
+def dp_neighbouring(*, row_count_public: bool, epsilon: float) -> dict[str, Any]:
+    """What a DP receipt says of its neighbouring relation (docs/PRIVACY.md).
+
+    The epsilon charged is for datasets that differ by one row added or removed. When the owner
+    made the row count public only replace-one neighbours are meaningful, and an add/remove
+    epsilon-DP release is 2 epsilon-DP for them: the receipt states that figure too.
+    """
+    out: dict[str, Any] = {"neighbouring": dp.NEIGHBOURING}
+    if row_count_public:
+        out["epsilon_replace_one"] = 2 * epsilon
+    return out
+
+
+def dp_query_prepare(
+    *, dataset: Dataset, query: Any, epsilon: Any, delta: Any
+) -> tuple[dp.Query, dict, Decimal, Decimal]:
+    """Validate a query body against the dataset's declared schema; nothing is reserved here.
+    Returns the parsed query, ``{"schema", "plan"}``, epsilon and delta."""
+    eps, dlt = budget_numbers(epsilon, delta)
+    schema = dataset_schema(dataset)
+    try:
+        parsed = dp.parse_query(query, schema)
+        if dlt > 0 and not dp.needs_delta(parsed):
+            raise dp.QueryError("delta", "A quantile uses the exponential mechanism and needs no delta; send 0.")
+        if dlt > 0 and dlt > dataset.delta_cap:
+            raise dp.QueryError("delta", f"Over the dataset's delta cap of {dataset.delta_cap.normalize():f}.")
+        plan = dp.plan(schema, parsed, float(eps), float(dlt))
+    except dp.QueryError as exc:
+        raise query_error(exc) from None
+    return parsed, {"schema": schema, "plan": plan}, eps, dlt
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, dp.QueryError):
+        return f"The query no longer fits the dataset: {exc.message}"
+    return COMPUTE_FAILED
+
+
+class DpQuery(JobKind):
+    name = Job.Kind.QUERY
+    mode = Dataset.Mode.DP
+
+    def queue(self) -> str:
+        return settings.CLOAKROOM_DP_QUEUE
+
+    def prepare(self, *, dataset: Dataset, query: Any, epsilon: Any, delta: Any) -> Prepared:
+        parsed, _, eps, dlt = dp_query_prepare(dataset=dataset, query=query, epsilon=epsilon, delta=delta)
+        return Prepared(spec=parsed.canonical(), epsilon=eps, delta=dlt)
+
+    def estimate(
+        self, *, purchase: Purchase, query: Any, epsilon: Any, delta: Any, target: float | None, rows: int | None
+    ) -> JobEstimate:
+        dataset = purchase.dataset
+        parsed, ctx, eps, dlt = dp_query_prepare(
+            dataset=dataset, query=query, epsilon=epsilon if epsilon not in (None, "") else "1", delta=delta or "0"
+        )
+        schema = ctx["schema"]
+        try:
+            if target is not None:
+                found = dp.epsilon_for_halfwidth(schema, parsed, target, float(dlt), rows=rows)
+                eps = Decimal(str(found)).quantize(EPSILON_QUANTUM, rounding=ROUND_UP)
+            est = dp.estimate(schema, parsed, float(eps), float(dlt), rows=rows)
+        except dp.QueryError as exc:
+            raise query_error(exc) from None
+        remaining = purchase.epsilon - purchase.epsilon_used
+        return JobEstimate(
+            epsilon=eps,
+            delta=dlt,
+            price=purchase_price(dataset=dataset, epsilon=eps),
+            noise_scale=est.noise_scale,
+            ci95_halfwidth=est.ci95_halfwidth,
+            exact=est.exact,
+            mechanism=est.mechanism,
+            note=est.note,
+            rows_assumed=rows,
+            epsilon_remaining=remaining,
+            affordable=eps <= remaining,
+        )
+
+    def send(self, job_id: int) -> None:
+        tasks.dp_job_run_task.apply_async(args=[job_id], queue=self.queue())
+
+    def run(self, *, job_id: int) -> str:
+        """Claim, compute under a heartbeat, release. Returns "released", "skipped" or "failed"."""
+        token = job_claim(job_id, heartbeat=True)
+        if token is None:
+            return "skipped"  # done, cancelled, or running under another worker's live claim
+        with job_heartbeat(job_id, token):
+            return self._compute_and_release(job_id, token)
+
+    def _compute_and_release(self, job_id: int, token: str) -> str:
+        job = Job.objects.select_related("dataset").get(pk=job_id)
+        if settings.CLOAKROOM_FAULT_JOB_DELAY_SECONDS:
+            time.sleep(settings.CLOAKROOM_FAULT_JOB_DELAY_SECONDS)
+        dataset = job.dataset
+        try:
+            schema = dataset_schema(dataset)
+            query = dp.parse_query(job.spec, schema)
+            data = dataset_columns(dataset, schema)
+            release = dp.run(data, schema, query, float(job.epsilon), float(job.delta))
+        except Exception as exc:  # noqa: BLE001 (any failure of the engine or the loader fails and refunds the job)
+            logger.exception("job %s failed while computing", job_id)
+            job_fail(job_id=job_id, reason=_reason(exc), claim=token)
+            return "failed"
+        result = {
+            **release.as_dict(),
+            **dp_neighbouring(row_count_public=dataset.row_count_public, epsilon=float(job.epsilon)),
+            "dataset": dataset.pk,
+            "dataset_version": job.dataset_version,
+            "released_at": timezone.now().isoformat(),
+            "mode": "dp",
+        }
+        if not job_release(job=job, result=result, claim=token):
+            return "skipped"  # cancelled or re-claimed meanwhile: nothing released, nothing charged
+        return "released"
