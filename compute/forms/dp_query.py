@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 from typing import Any
 
 from django import forms
 
 from compute.engines import dp
+from compute.forms.common import (
+    NUMBER,
+    CurrentValues,
+    OpenChoiceField,
+    OpenMultipleChoiceField,
+    epsilon_field,
+    keep_choice,
+    spend_from,
+)
 from config import fields as plain_fields
 from config.exceptions import ServiceError
 from marketplace.models import Purchase
@@ -38,70 +46,9 @@ OP_CHOICES = {
 BOOLEAN_CHOICES = [("true", "true"), ("false", "false")]
 MAX_FILTERS = 10
 FILTERS_PREFIX = "filters"
-NUMBER = {"step": "any", "inputmode": "decimal"}
 
 
-class OpenChoiceField(forms.ChoiceField):
-    """A select whose value is checked by the engine, not by the form, so the engine's message
-    ("'west' is not a declared category of 'region'") is the one the buyer reads."""
-
-    def valid_value(self, value: Any) -> bool:
-        return True
-
-
-class OpenMultipleChoiceField(forms.MultipleChoiceField):
-    def valid_value(self, value: Any) -> bool:
-        return True
-
-
-def _keep_choice(field: forms.ChoiceField, values: list[str]) -> None:
-    """Offer a typed value the form would not list (an undeclared category, a column of the wrong
-    kind), so that a re-rendered form keeps what was sent and the error beside it makes sense."""
-    offered = {str(v) for v, _ in field.widget.choices}
-    extra = [(v, f"{v} (not allowed here)") for v in values if v and v not in offered]
-    if extra:
-        field.widget.choices = [*field.widget.choices, *extra]
-
-
-class _Current:
-    """The value a field holds now: what was posted when bound, else its initial value."""
-
-    def _value(self, name: str) -> Any:
-        if self.is_bound:  # type: ignore[attr-defined]
-            return self.data.get(self.add_prefix(name), "")  # type: ignore[attr-defined]
-        return self.initial.get(name, "")  # type: ignore[attr-defined]
-
-    def _values(self, name: str) -> list[str]:
-        if self.is_bound:  # type: ignore[attr-defined]
-            data = self.data  # type: ignore[attr-defined]
-            key = self.add_prefix(name)  # type: ignore[attr-defined]
-            return [str(v) for v in (data.getlist(key) if hasattr(data, "getlist") else data.get(key) or [])]
-        return [str(v) for v in self.initial.get(name) or []]  # type: ignore[attr-defined]
-
-
-def epsilon_field() -> forms.CharField:
-    """The epsilon a query spends, as typed (the services turn it into an exact Decimal)."""
-    return forms.CharField(
-        label="Epsilon (ε) to spend",
-        initial="0.1",
-        max_length=40,
-        widget=forms.NumberInput(attrs={**NUMBER, "min": "0"}),
-        help_text="More epsilon, less noise, higher price.",
-    )
-
-
-def spend_from(form: forms.Form, purchases: list[Purchase]) -> None:
-    """Offer the buyer's purchases of the dataset in ``form``'s purchase control (hidden when there is
-    one), and give an unbound form a fresh token, so that a double submission makes one job."""
-    form.fields["purchase"].choices = [(p.pk, _purchase_label(p)) for p in purchases]
-    if len(purchases) == 1:
-        form.fields["purchase"].widget = forms.HiddenInput()
-        form.fields["purchase"].initial = purchases[0].pk
-    if not form.is_bound and not form.initial.get("form_token"):
-        form.initial["form_token"] = secrets.token_urlsafe(12)
-
-
-class QueryForm(_Current, forms.Form):
+class QueryForm(CurrentValues, forms.Form):
     """The query and its budget. Which controls appear depends on the aggregate and the columns'
     declared kinds; see ``visible`` and the column choices set in ``__init__``."""
 
@@ -164,11 +111,11 @@ class QueryForm(_Current, forms.Form):
             ("", "Choose a column"),
             *[(name, f"{name} ({schema[name].kind})") for name in fitting],
         ]
-        _keep_choice(column, [str(self._value("column"))])
+        keep_choice(column, [str(self._value("column"))])
 
         group_by = self.fields["group_by"]
         group_by.choices = [(n, n) for n, m in schema.items() if m.kind in ("categorical", "boolean")]
-        _keep_choice(group_by, self._values("group_by"))
+        keep_choice(group_by, self._values("group_by"))
 
     @property
     def aggregate_value(self) -> str:
@@ -199,7 +146,7 @@ class QueryForm(_Current, forms.Form):
         return min(max(total, 1), MAX_FILTERS)
 
 
-class FilterForm(_Current, forms.Form):
+class FilterForm(CurrentValues, forms.Form):
     """One filter row. The controls shown depend on the chosen column's declared kind."""
 
     column = OpenChoiceField(label="Filter on", required=False)
@@ -214,16 +161,16 @@ class FilterForm(_Current, forms.Form):
         self.schema = schema
         self.index = index
         self.fields["column"].choices = [("", "No filter"), *[(n, f"{n} ({m.kind})") for n, m in schema.items()]]
-        _keep_choice(self.fields["column"], [str(self._value("column"))])
+        keep_choice(self.fields["column"], [str(self._value("column"))])
         meta = self.meta
         kind = meta.kind if meta else "categorical"
         self.fields["op"].choices = OP_CHOICES[kind]
-        _keep_choice(self.fields["op"], [str(self._value("op"))])
+        keep_choice(self.fields["op"], [str(self._value("op"))])
         keys = BOOLEAN_CHOICES if kind == "boolean" else [(c, c) for c in (meta.categories if meta else ())]
         self.fields["value"].choices = [("", "Choose a value"), *keys]
-        _keep_choice(self.fields["value"], [str(self._value("value"))])
+        keep_choice(self.fields["value"], [str(self._value("value"))])
         self.fields["values"].choices = keys
-        _keep_choice(self.fields["values"], self._values("values"))
+        keep_choice(self.fields["values"], self._values("values"))
         for name in ("low", "high") if meta and meta.kind == "numeric" else ():
             bound = meta.lower if name == "low" else meta.upper
             self.fields[name].widget.attrs["placeholder"] = f"{bound:g}"
@@ -244,14 +191,6 @@ class FilterForm(_Current, forms.Form):
     @property
     def is_blank(self) -> bool:
         return not self._value("column")
-
-
-def _purchase_label(purchase: Purchase) -> str:
-    left = purchase.epsilon - purchase.epsilon_used
-    return (
-        f"Purchase {purchase.pk}: ε {left.normalize():f} left of {purchase.epsilon.normalize():f}"
-        f" (bought {purchase.created_at:%Y-%m-%d})"
-    )
 
 
 def filter_forms(data: Any, *, schema: dict[str, dp.ColumnMeta], total: int, initial: bool = False) -> list[FilterForm]:

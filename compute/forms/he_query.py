@@ -11,7 +11,7 @@ from typing import Any
 
 from django import forms
 
-from compute.forms import epsilon_field, spend_from
+from compute.forms.common import epsilon_field, spend_from
 from config.exceptions import ServiceError
 from marketplace.models import Column, Dataset, Purchase
 

@@ -1,0 +1,41 @@
+"""What the query pages of every kind share: the buyer's purchases of a dataset, the dataset a form posts
+to, and the dataset page the forms live on (the marketplace's page with the query panels added)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from accounts.models import User
+from config.exceptions import NotFound
+from marketplace import selectors as market
+from marketplace.models import Dataset
+
+
+def query_purchases(user: User, dataset: Dataset, mode: str = Dataset.Mode.DP) -> list:
+    if not (user.is_authenticated and dataset.mode == mode):
+        return []
+    return list(market.purchase_list(user=user).filter(dataset=dataset).order_by("created_at", "id"))
+
+
+def dataset_for_query(request: HttpRequest, dataset_id: int) -> Dataset:
+    try:
+        return market.dataset_get(user=request.user, dataset_id=dataset_id)
+    except NotFound:
+        raise Http404("No such dataset.") from None
+
+
+def dataset_page(
+    request: HttpRequest,
+    dataset: Dataset,
+    query: dict[str, Any] | None,
+    status: int = 200,
+    he_query: dict[str, Any] | None = None,
+) -> HttpResponse:
+    # The dataset page is the marketplace's; its context comes from there, the query form from here.
+    from marketplace.views import _detail_context
+
+    context = {**_detail_context(request, dataset), "query_panel": query, "he_query_panel": he_query}
+    return render(request, "marketplace/dataset_detail.html", context, status=status)
