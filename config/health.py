@@ -26,6 +26,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from compute import selectors
+from config.celery_app import app
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ def database_status() -> str:
 
 
 def broker_status() -> str:
-    from config.celery_app import app
 
     try:
         with app.connection_for_write() as conn:

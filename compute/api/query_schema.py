@@ -276,6 +276,42 @@ _FILTER_KEYS = {
 }
 
 
+def _top_level_errors(query: dict[str, Any], errors: dict[str, list[str]]) -> None:
+    for key in ("filters", "group_by", "columns"):
+        value = query.get(key)
+        if key in query and not (isinstance(value, list) or (value is None and key != "columns")):
+            errors[f"query.{key}"] = ["Must be a list."]
+    for key in ("column", "category", "target"):
+        value = query.get(key)
+        if key in query and not (isinstance(value, str) or (value is None and key == "column")):
+            errors[f"query.{key}"] = ["Must be a string."]
+
+
+def _he_filter_errors(query: dict[str, Any], errors: dict[str, list[str]]) -> None:
+    flt = query.get("filter")
+    if "filter" not in query or flt is None:
+        return
+    if not isinstance(flt, dict):
+        errors["query.filter"] = ["Must be an object."]
+        return
+    for key in ("column", "category"):
+        if key in flt and not isinstance(flt[key], str):
+            errors[f"query.filter.{key}"] = ["Must be a string."]
+
+
+def _dp_filter_errors(query: dict[str, Any], errors: dict[str, list[str]]) -> None:
+    items = query.get("filters") if isinstance(query.get("filters"), list) else []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        if "column" in item and not isinstance(item["column"], str):
+            errors[f"query.filters.{i}.column"] = ["Must be a string."]
+        allowed = _FILTER_KEYS.get(item.get("op")) if isinstance(item.get("op"), str) else None
+        extra = sorted(set(item) - allowed) if allowed else []
+        if extra:
+            errors[f"query.filters.{i}.{extra[0]}"] = [f"Not a field of an '{item['op']}' filter."]
+
+
 def query_form_errors(query: Any) -> dict[str, list[str]]:
     """What in a query's shape the ``Query`` schema refuses and the engines would read all the same.
 
@@ -287,30 +323,7 @@ def query_form_errors(query: Any) -> dict[str, list[str]]:
     if not isinstance(query, dict):
         return {}
     errors: dict[str, list[str]] = {}
-    for key in ("filters", "group_by", "columns"):
-        value = query.get(key)
-        if key in query and not (isinstance(value, list) or (value is None and key != "columns")):
-            errors[f"query.{key}"] = ["Must be a list."]
-    for key in ("column", "category", "target"):
-        value = query.get(key)
-        if key in query and not (isinstance(value, str) or (value is None and key == "column")):
-            errors[f"query.{key}"] = ["Must be a string."]
-    flt = query.get("filter")
-    if "filter" in query and flt is not None:
-        if not isinstance(flt, dict):
-            errors["query.filter"] = ["Must be an object."]
-        else:
-            for key in ("column", "category"):
-                if key in flt and not isinstance(flt[key], str):
-                    errors[f"query.filter.{key}"] = ["Must be a string."]
-    items = query.get("filters") if isinstance(query.get("filters"), list) else []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            continue
-        if "column" in item and not isinstance(item["column"], str):
-            errors[f"query.filters.{i}.column"] = ["Must be a string."]
-        allowed = _FILTER_KEYS.get(item.get("op")) if isinstance(item.get("op"), str) else None
-        extra = sorted(set(item) - allowed) if allowed else []
-        if extra:
-            errors[f"query.filters.{i}.{extra[0]}"] = [f"Not a field of an '{item['op']}' filter."]
+    _top_level_errors(query, errors)
+    _he_filter_errors(query, errors)
+    _dp_filter_errors(query, errors)
     return errors

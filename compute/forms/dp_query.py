@@ -259,24 +259,32 @@ def build_job_body(form: QueryForm, rows: list[FilterForm]) -> tuple[dict[str, A
         query["bins"] = data["bins"]
     sent_from: list[int] = []
     for row in rows:
-        c = row.cleaned_data
-        if not c["column"]:
+        if not row.cleaned_data["column"]:
             continue
-        meta = row.meta
-        op = row.op_value
-        f: dict[str, Any] = {"column": c["column"], "op": op}
-        if op == "range":
-            f["low"], f["high"] = c["low"], c["high"]
-        elif op == "in":
-            f["values"] = [_to_key(meta, v) for v in c["values"]]
-        else:
-            f["value"] = _to_key(meta, c["value"]) if c["value"] != "" else None
-            if f["value"] is None:
-                row.add_error("value", "Choose a value.")
-                return None
+        f = _filter_body(row)
+        if f is None:
+            return None
         query["filters"].append(f)
         sent_from.append(row.index)
     return query, sent_from
+
+
+def _filter_body(row: FilterForm) -> dict[str, Any] | None:
+    """One filter of the job body from a valid filter row, or None after attaching its error."""
+    c = row.cleaned_data
+    meta = row.meta
+    op = row.op_value
+    f: dict[str, Any] = {"column": c["column"], "op": op}
+    if op == "range":
+        f["low"], f["high"] = c["low"], c["high"]
+    elif op == "in":
+        f["values"] = [_to_key(meta, v) for v in c["values"]]
+    else:
+        f["value"] = _to_key(meta, c["value"]) if c["value"] != "" else None
+        if f["value"] is None:
+            row.add_error("value", "Choose a value.")
+            return None
+    return f
 
 
 def idempotency_key(form: QueryForm, query: dict[str, Any]) -> str | None:
