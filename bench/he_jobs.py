@@ -17,7 +17,7 @@ and measures, beside plaintext numpy on the same data in the same run:
    when it starts. The time runs from submitting the parts to having the combined aggregates on
    disk; the pool's start-up is reported separately, as is each worker's peak memory
    (``ru_maxrss``) after the sums, beside its footprint right after loading the context;
-3. the key holder's side: ``cloakroom_client.release.noisy_values`` (decrypt every aggregate, add
+3. the key holder's side: ``cloakroom_client.protocol.release.noisy_values`` (decrypt every aggregate, add
    its slots, add the plan's Laplace noise) on the combined aggregates, the secret context already
    loaded.
 
@@ -354,14 +354,14 @@ def time_job(
 
 def start_pool(bundle: Bundle, workers: int) -> tuple[concurrent.futures.ProcessPoolExecutor, float, list[dict]]:
     """A spawn pool whose every process has loaded the public context; its start-up time."""
-    from cloakroom_client import he as client_he
+    from cloakroom_client.protocol.bundle import CONTEXT_FILE
 
     wall = time.time()
     pool = concurrent.futures.ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=worker_init,
-        initargs=(str(bundle.path / client_he.CONTEXT_FILE), str(bundle.path), bundle.columns),
+        initargs=(str(bundle.path / CONTEXT_FILE), str(bundle.path), bundle.columns),
     )
     infos = pool_infos(pool, workers)
     return pool, max(i["ready_at"] for i in infos) - wall, infos
@@ -379,12 +379,12 @@ def pool_infos(pool: concurrent.futures.ProcessPoolExecutor, workers: int) -> li
 def check_ckks(plan: he_jobs.Plan, aggregate_paths: dict[str, str], secret, data: dict[str, np.ndarray]) -> bool:
     """Each component's un-noised value (decrypted here, never printed) against the plaintext truth
     computed from the same rows, within the plan's CKKS error bound for that component."""
-    from cloakroom_client import he as client_he
+    from cloakroom_client.protocol.ckks import decrypt_sum
 
     length = min(plan.rows, plan.params["slots"])
     decrypted, truth = {}, {}
     for agg in plan.aggregates:
-        decrypted[agg.name] = client_he.decrypt_sum(secret, Path(aggregate_paths[agg.name]).read_bytes(), length)
+        decrypted[agg.name] = decrypt_sum(secret, Path(aggregate_paths[agg.name]).read_bytes(), length)
         values = np.prod([data[f] for f in agg.factors], axis=0)
         if agg.weighted:
             values = values * plan.weights
@@ -397,8 +397,8 @@ def check_ckks(plan: he_jobs.Plan, aggregate_paths: dict[str, str], secret, data
     return True
 
 
-def key_plan(plan: he_jobs.Plan, bundle: Bundle) -> dict:
-    """The plan as the server hands it to the key holder (compute/he_services.key_plan)."""
+def release_spec(plan: he_jobs.Plan, bundle: Bundle) -> dict:
+    """The release spec the server hands the key holder for a plan (compute/he_services.key_plan)."""
     return {
         "job": 1,
         "dataset": 1,
@@ -412,14 +412,14 @@ def key_plan(plan: he_jobs.Plan, bundle: Bundle) -> dict:
 
 
 def release_timer(plan: he_jobs.Plan, bundle: Bundle, aggregate_paths: dict[str, str], secret) -> Callable[[], object]:
-    """The key holder's work for one job (release.noisy_values): plan it again from the local
-    manifest and check the served plan, decrypt, round to the grid and add exact discrete noise."""
-    from cloakroom_client.release import noisy_values
+    """The key holder's work for one job (protocol.release.noisy_values): plan it again from the local
+    manifest and check the served release spec, decrypt, round to the grid and add exact discrete noise."""
+    from cloakroom_client.protocol.release import noisy_values
 
     blobs = {name: Path(path).read_bytes() for name, path in aggregate_paths.items()}
-    kp = key_plan(plan, bundle)
+    spec = release_spec(plan, bundle)
     rng = random.Random(SEED)
-    return lambda: noisy_values(kp, blobs, secret, rng, manifest=bundle.manifest)
+    return lambda: noisy_values(spec, blobs, secret, rng, manifest=bundle.manifest)
 
 
 def encrypt(label: str, rows: int, csv_path: Path, root: Path, keystore: Path) -> Bundle:

@@ -292,8 +292,9 @@ def escrow_release(*, job_id: int) -> str:
     through :func:`he_release`. The opened key and the decrypted values stay in local variables; the
     log says which job was released, never a value or a key.
     """
-    from cloakroom_client.escrow import EscrowError, unseal
-    from cloakroom_client.release import ReleaseError, noisy_values
+    from cloakroom_client.protocol.errors import ReleaseError
+    from cloakroom_client.protocol.escrow import EscrowError, unseal
+    from cloakroom_client.protocol.release import noisy_values
     from marketplace.he import escrow_path
 
     try:
