@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import json
+import sys
+import time
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any
+from typing import IO, Any
+from urllib.parse import quote
 
 import requests
+
+from cloakroom_client.protocol.escrow import escrow_secret_bytes, seal
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -118,8 +125,6 @@ class Client:
 
     def upload(self, path: str, metadata: dict) -> dict:
         """Upload a CSV or Parquet file with its declared schema; returns the draft dataset."""
-        import json
-
         with open(path, "rb") as handle:
             return self._request(
                 "POST",
@@ -207,9 +212,6 @@ class Client:
         With ``progress`` a one-line status (elapsed time and state) is kept up to date on stderr.
         Raises ``TimeoutError`` when the job is still open after ``timeout`` seconds.
         """
-        import sys
-        import time
-
         job_id = job["id"] if isinstance(job, dict) else int(job)
         start = time.monotonic()
         delay = poll
@@ -230,6 +232,31 @@ class Client:
             time.sleep(delay)
             delay = min(delay * 1.5, 5.0)
 
+    # -- HE bundles: the owner's side ------------------------------------------------------------
+
+    def create_he_dataset(self, body: dict) -> dict:
+        """Create an HE dataset from its metadata and the bundle's manifest (or find the one this
+        manifest already created); returns the dataset with its ``bundle_status``."""
+        return self._request("POST", "datasets/he/", json=body)
+
+    def bundle_state(self, dataset_id: int) -> dict:
+        """The owner's view of an HE dataset's bundle: its ``bundle_id``, files, and those still missing."""
+        return self._request("GET", f"datasets/{int(dataset_id)}/bundle/")
+
+    def put_bundle_file(self, dataset_id: int, name: str, body: IO[bytes] | bytes, *, timeout: float) -> dict:
+        """Upload one file of a bundle; ``body`` may be a stream that ``requests`` sends as it reads."""
+        return self._request(
+            "PUT",
+            f"datasets/{int(dataset_id)}/bundle/files/{name}",
+            data=body,
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=timeout,
+        )
+
+    def complete_bundle(self, dataset_id: int, *, timeout: float) -> dict:
+        """Have the server check the uploaded bundle against its manifest; returns the dataset."""
+        return self._request("POST", f"datasets/{int(dataset_id)}/bundle/complete/", timeout=timeout)
+
     # -- HE jobs: the key holder's side -------------------------------------------------------------
 
     def awaiting_jobs(self) -> list[dict]:
@@ -249,8 +276,6 @@ class Client:
 
     def aggregate_bytes(self, job_id: int, name: str) -> bytes:
         """The serialized ciphertext (TenSEAL ``CKKSVector`` bytes) of one encrypted aggregate of a job."""
-        from urllib.parse import quote
-
         url = f"{self.url}/api/v1/he/jobs/{int(job_id)}/aggregates/{quote(str(name), safe='')}/"
         response = self.session.get(
             url, headers={"Accept": "application/octet-stream, application/json"}, timeout=self.timeout
@@ -272,8 +297,6 @@ class Client:
         Only the sealed blob leaves this machine: the web server, the database and the media folder
         cannot open it; the escrow worker (queue ``keys``) can, and releases jobs without a key agent.
         """
-        from cloakroom_client.escrow import escrow_secret_bytes, seal
-
         blob = seal(escrow_secret_bytes(secret_context), public_key or self.escrow_key()["public_key"])
         return self._request(
             "PUT",
@@ -289,9 +312,7 @@ class Client:
     def result_frame(self, job: int | dict):
         """A released job's answer as a pandas DataFrame: one row per group (and bin or quantile),
         with the 95% interval where the mechanism gives one."""
-        import io
-
-        import pandas as pd
+        import pandas as pd  # lazily: pandas takes a while to import, and only this method needs it
 
         job_id = job["id"] if isinstance(job, dict) else int(job)
         response = self.session.get(

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from cloakroom_client import he
 from cloakroom_client.client import Client
 
 METADATA_FIELDS = ("title", "description", "epsilon_cap", "delta_cap", "price_per_epsilon", "row_count_public")
@@ -114,10 +115,10 @@ def publish_bundle(
         manifest = json.load(handle)
     _record_cap(manifest, metadata, keystore)
 
-    dataset = client._request("POST", "datasets/he/", json={**_metadata_body(metadata), "manifest": manifest})
+    dataset = client.create_he_dataset({**_metadata_body(metadata), "manifest": manifest})
     dataset_id = int(dataset["id"])
     if dataset["bundle_status"] == "uploading":
-        state = client._request("GET", f"datasets/{dataset_id}/bundle/")
+        state = client.bundle_state(dataset_id)
         missing = set(state["missing"])
         bar = _Progress(state["bytes_total"], state["bytes_present"], progress)
         bar.draw(force=True)
@@ -131,30 +132,20 @@ def publish_bundle(
                 # The length sent is the file's own: if it disagrees with the manifest the server says so
                 # at once, instead of waiting for bytes that will never come.
                 size = os.fstat(handle.fileno()).st_size
-                client._request(
-                    "PUT",
-                    f"datasets/{dataset_id}/bundle/files/{name}",
-                    data=_ProgressReader(handle, size, bar),
-                    headers={"Content-Type": "application/octet-stream"},
-                    timeout=UPLOAD_TIMEOUT,
-                )
+                client.put_bundle_file(dataset_id, name, _ProgressReader(handle, size, bar), timeout=UPLOAD_TIMEOUT)
         bar.label = "done"
         bar.finish()
         if progress:
             sys.stderr.write("checking the bundle on the server...\n")
-        dataset = client._request("POST", f"datasets/{dataset_id}/bundle/complete/", timeout=UPLOAD_TIMEOUT)
+        dataset = client.complete_bundle(dataset_id, timeout=UPLOAD_TIMEOUT)
     if metadata.get("publish", True) and dataset["status"] == "draft":
-        client._request("POST", f"datasets/{dataset_id}/publish/")
-        dataset = client._request("GET", f"datasets/{dataset_id}/bundle/")
+        client.publish(dataset_id)
+        dataset = client.bundle_state(dataset_id)
     return dataset
 
 
 def _record_cap(manifest: dict, metadata: dict, keystore: str | os.PathLike | None) -> None:
     """Write the owner's epsilon cap beside the bundle's key, when the key is on this machine."""
-    try:
-        from cloakroom_client import he  # needs TenSEAL (the "he" extra); without it there is no key here
-    except ImportError:
-        return
     bundle_id = manifest.get("bundle_id")
     if "epsilon_cap" not in metadata or not isinstance(bundle_id, str):
         return

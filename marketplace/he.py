@@ -451,7 +451,7 @@ def escrow_path(dataset: Dataset) -> Path:
 
 def kek_public_key() -> str:
     """The public half of the platform's key-encryption key, or a 409 when escrow is not set up."""
-    from cloakroom_client.escrow import public_from_private
+    from cloakroom_client.protocol.escrow import public_from_private
 
     if settings.CLOAKROOM_KEK_PUBLIC_KEY:
         return settings.CLOAKROOM_KEK_PUBLIC_KEY
@@ -472,7 +472,7 @@ def escrow_store(*, owner: User, dataset_id: Any, blob: bytes) -> Dataset:
     """
     import base64
 
-    from cloakroom_client.escrow import EscrowError, blob_key_id, key_id
+    from cloakroom_client.protocol.escrow import EscrowError, blob_key_id, key_id
 
     dataset = he_dataset_get(owner=owner, dataset_id=dataset_id)
     if dataset.bundle_status != Dataset.BundleStatus.READY:

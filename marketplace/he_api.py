@@ -415,7 +415,7 @@ class EscrowKeyApi(APIView):
     def get(self, request):
         import base64
 
-        from cloakroom_client.escrow import ALGORITHM, key_id
+        from cloakroom_client.protocol.escrow import ALGORITHM, key_id
 
         public = he.kek_public_key()
         return Response(

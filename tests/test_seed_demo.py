@@ -225,7 +225,7 @@ def test_demo_init_writes_a_private_env_file_with_fresh_secrets(settings, tmp_pa
         "CLOAKROOM_KEK_PRIVATE_KEY",
         "CLOAKROOM_KEK_PUBLIC_KEY",
     }
-    from cloakroom_client.escrow import public_from_private
+    from cloakroom_client.protocol.escrow import public_from_private
 
     assert public_from_private(values["CLOAKROOM_KEK_PRIVATE_KEY"]) == values["CLOAKROOM_KEK_PUBLIC_KEY"]
     assert values["DEBUG"] == "false"

@@ -19,6 +19,7 @@ import tenseal as ts
 
 from cloakroom_client import he
 from cloakroom_client.cli import main as cli_main
+from cloakroom_client.protocol import ckks
 
 ROWS = 5000
 SCHEMA = [
@@ -192,7 +193,7 @@ def test_decrypting_the_bundle_gives_back_the_clipped_columns_and_zero_padding(s
     }
     for column in manifest["columns"]:
         values = np.concatenate(
-            [he.decrypt_vector(secret, (root / "bundle" / f["file"]).read_bytes()) for f in column["files"]]
+            [ckks.decrypt_vector(secret, (root / "bundle" / f["file"]).read_bytes()) for f in column["files"]]
         )
         assert np.abs(values[:ROWS] - expected[column["name"]]).max() < 0.02
         assert np.abs(values[ROWS:]).max() < 0.02  # the zero-padded tail
@@ -247,7 +248,7 @@ def test_a_failure_halfway_removes_every_file_written_and_the_secret_key(tmp_pat
             raise MemoryError("simulated failure on the fourth ciphertext")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(he.ts, "ckks_vector", failing)
+    monkeypatch.setattr(ts, "ckks_vector", failing)
     with pytest.raises(MemoryError):
         he.encrypt_csv(tmp_path / "data.csv", SCHEMA, tmp_path / "bundle", keystore=tmp_path / "keys", progress=False)
     assert calls["n"] == 4

@@ -12,6 +12,7 @@ import pytest
 import tenseal as ts
 
 from cloakroom_client import he
+from cloakroom_client.protocol import ckks
 from compute.engines import he as engine
 
 ROWS = 5000
@@ -86,7 +87,7 @@ def bound(bundle: dict, aggregate: str, name: str, **kwargs) -> float:
 
 def reveal(bundle: dict, ciphertext: bytes) -> float:
     length = min(bundle["manifest"]["rows"], bundle["manifest"]["slots"])
-    return he.decrypt_sum(bundle["secret"], ciphertext, length)
+    return ckks.decrypt_sum(bundle["secret"], ciphertext, length)
 
 
 @pytest.mark.parametrize("fixture", ["sums", "products"])
@@ -167,14 +168,14 @@ def test_the_engine_recomputes_the_primes_seal_picks(sums, products):
     for bundle in (sums, products):
         manifest = bundle["manifest"]
         primes = engine.seal_primes(manifest["poly_modulus_degree"], manifest["coeff_mod_bit_sizes"])
-        assert primes[:-1] == he.data_primes(bundle["secret"])
+        assert primes[:-1] == ckks.data_primes(bundle["secret"])
         assert [p.bit_length() for p in primes] == manifest["coeff_mod_bit_sizes"]
 
 
 def test_the_fresh_noise_behind_the_bound_is_what_tenseal_produces(sums):
     # Two full ciphertexts of x (4096 slots): the per-slot error's deviation should be the constant
     # the bound is built on (0.168 * N / scale), which the bound then doubles.
-    decrypted = np.concatenate([he.decrypt_vector(sums["secret"], data) for data in chunks(sums, "x", 0, 2)])
+    decrypted = np.concatenate([ckks.decrypt_vector(sums["secret"], data) for data in chunks(sums, "x", 0, 2)])
     measured = np.std(decrypted - sums["truth"]["x"][:4096])
     model = engine.FRESH_NOISE_PER_DEGREE * 4096 / 2**20
     assert 0.8 * model < measured < 1.2 * model
@@ -193,7 +194,7 @@ def test_an_aggregate_cannot_be_decrypted_with_the_public_context(sums):
     with pytest.raises(ValueError):
         ts.ckks_vector_from(public, result).decrypt()
     with pytest.raises(he.HEError, match="needs the secret context"):
-        he.decrypt_sum(public, result, 2048)
+        ckks.decrypt_sum(public, result, 2048)
 
 
 def test_products_refuse_columns_with_different_numbers_of_ciphertexts(products):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tenseal as ts
 
-from cloakroom_client import escrow
 from cloakroom_client import he as client_he
+from cloakroom_client.protocol import escrow
 from compute.kinds.he_query.key_holder import escrow_release
 from compute.models import Job
 from marketplace.he import ESCROW_FILE

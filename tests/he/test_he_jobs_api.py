@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from cloakroom_client import he as client_he
-from cloakroom_client.release import noisy_values
+from cloakroom_client.protocol.release import noisy_values
 from compute.models import Job, JobPart
 from compute.services import jobs_sweep
 from marketplace.models import Dataset, LedgerEntry

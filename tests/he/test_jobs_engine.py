@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from cloakroom_client import he as client_he
+from cloakroom_client.protocol import ckks
 from compute.engines import he as engine
 from compute.engines import he_jobs
 from compute.engines.dp import QueryError
@@ -77,7 +78,7 @@ def _run(bundle_dir: Path, manifest: dict, plan: he_jobs.Plan, parts: int = 1) -
 
 def _exact_components(plan: he_jobs.Plan, aggregates: dict[str, bytes], secret, manifest) -> dict[str, float]:
     length = min(manifest["rows"], manifest["slots"])
-    values = {name: client_he.decrypt_sum(secret, data, length) for name, data in aggregates.items()}
+    values = {name: ckks.decrypt_sum(secret, data, length) for name, data in aggregates.items()}
     return {c.name: c.offset + sum(coef * values[a] for a, coef in c.terms) for c in plan.components}
 
 

@@ -25,9 +25,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from cloakroom_client.cli import main as cli_main
-from cloakroom_client.he import decrypt_sum, load_secret_context
+from cloakroom_client.he import load_secret_context
 from cloakroom_client.protocol import he_plan
-from cloakroom_client.release import plan_fingerprint
+from cloakroom_client.protocol.ckks import decrypt_sum
+from cloakroom_client.protocol.release_spec import release_spec_fingerprint
 from compute.engines.he import encrypted_sum
 from tests.he.conftest import secret_markers
 
@@ -397,15 +398,16 @@ def test_sigterm_stops_the_agent_during_its_sleep_at_once(owner):
 
 def test_the_plan_fingerprint_changes_with_what_is_released(bundle):
     plan = make_plan(1, bundle)
-    assert plan_fingerprint(plan) == plan_fingerprint(json.loads(json.dumps(plan)))
+    assert release_spec_fingerprint(plan) == release_spec_fingerprint(json.loads(json.dumps(plan)))
     changed = make_plan(1, bundle)
     changed["components"][1]["terms"] = [["a0", 2.0]]
-    assert plan_fingerprint(changed) != plan_fingerprint(plan)
+    assert release_spec_fingerprint(changed) != release_spec_fingerprint(plan)
 
 
 def test_release_job_through_the_client_reuses_drawn_values_and_refuses_a_changed_plan(owner):
     from cloakroom_client import Client, CloakroomError
-    from cloakroom_client.release import ReleaseError, release_job
+    from cloakroom_client.protocol.errors import ReleaseError
+    from cloakroom_client.release import release_job
 
     bundle, aggregates, length, _ = owner
     secret = load_secret_context(bundle.manifest["bundle_id"], bundle.keystore)

@@ -17,7 +17,10 @@ import pytest
 
 from cloakroom_client import he
 from cloakroom_client.protocol import he_plan
-from cloakroom_client.release import EpsilonLedger, ReleaseError, check_plan, noisy_values, own_plan, release_job
+from cloakroom_client.protocol.errors import ReleaseError
+from cloakroom_client.protocol.release import noisy_values
+from cloakroom_client.protocol.release_spec import check_release_spec, own_release_spec
+from cloakroom_client.release import EpsilonLedger, release_job
 from compute.engines.he import ckks_error_bound, encrypted_sum
 
 Z = 4.5  # standard errors allowed in every statistical check
@@ -73,7 +76,7 @@ def plan_for(**changes) -> dict:
 
 def test_the_served_plan_states_each_components_grid_and_budget():
     plan = plan_for()
-    check_plan(plan)
+    check_release_spec(plan)
     assert plan["delta"] == "0"
     count, total = plan["components"]
     # The count of an unfiltered mean is the manifest's row count, noised on a grid of 2^-10 ...
@@ -96,8 +99,8 @@ def test_the_served_plan_states_each_components_grid_and_budget():
 
 
 def test_a_scale_equal_to_sensitivity_over_epsilon_up_to_rounding_passes():
-    check_plan(plan_for(sum={"epsilon": 0.3, "sensitivity": 25.0, "scale": 25.0 / 0.3 * (1 - 1e-12)}))
-    check_plan(plan_for(sum={"scale": 1e6}))  # more noise than needed is the owner's gain
+    check_release_spec(plan_for(sum={"epsilon": 0.3, "sensitivity": 25.0, "scale": 25.0 / 0.3 * (1 - 1e-12)}))
+    check_release_spec(plan_for(sum={"scale": 1e6}))  # more noise than needed is the owner's gain
 
 
 @pytest.mark.parametrize(
@@ -123,7 +126,7 @@ def test_a_scale_equal_to_sensitivity_over_epsilon_up_to_rounding_passes():
 )
 def test_check_plan_refuses_a_bad_component_and_names_it(changes, words):
     with pytest.raises(ReleaseError) as info:
-        check_plan(plan_for(**changes))
+        check_release_spec(plan_for(**changes))
     for word in words:
         assert word in str(info.value)
 
@@ -131,7 +134,7 @@ def test_check_plan_refuses_a_bad_component_and_names_it(changes, words):
 def test_a_smaller_epsilon_with_the_same_scale_is_refused():
     # epsilon 0.2 at sensitivity 1 needs scale >= 5; the plan still says 4.004.
     with pytest.raises(ReleaseError, match="component 'count'.*less noise"):
-        check_plan(plan_for(count={"epsilon": 0.2}))
+        check_release_spec(plan_for(count={"epsilon": 0.2}))
 
 
 @pytest.mark.parametrize(
@@ -150,7 +153,7 @@ def test_check_plan_refuses_a_malformed_plan(mutate, words):
     plan = plan_for()
     mutate(plan)
     with pytest.raises(ReleaseError) as info:
-        check_plan(plan)
+        check_release_spec(plan)
     for word in words:
         assert word in str(info.value)
 
@@ -168,7 +171,7 @@ def test_a_refused_plan_decrypts_nothing():
 
 
 def test_the_own_plan_of_an_honest_served_plan_is_the_shared_planners():
-    own = own_plan(plan_for(), EXAMPLE_MANIFEST)
+    own = own_release_spec(plan_for(), EXAMPLE_MANIFEST)
     assert own == he_plan.plan({"aggregate": "mean", "column": "bmi"}, EXAMPLE_MANIFEST, 0.5)
 
 
@@ -379,7 +382,7 @@ def test_no_un_noised_value_leaves_noisy_values(encrypted):
 
 def _lowered(plan: dict) -> None:
     total = plan["components"][1]
-    # A consistent lie: check_plan alone would pass it (scale = sensitivity / epsilon).
+    # A consistent lie: check_release_spec alone would pass it (scale = sensitivity / epsilon).
     total.update(sensitivity=1e-12, scale=1e-12 / total["epsilon"], steps=1, granularity=2.0**-50)
 
 
@@ -436,7 +439,7 @@ def test_a_plan_spending_more_epsilon_than_the_job_paid_for_is_refused(encrypted
     manifest, _, secret, _, _ = encrypted
     plan, _, aggregates = served(MEAN, encrypted, epsilon=2.0, paid=1.0)
     assert plan["epsilon"] == "1.000000"
-    check_plan(plan)  # internally consistent: only re-planning shows the lie
+    check_release_spec(plan)  # internally consistent: only re-planning shows the lie
     asked = []
     with pytest.raises(ReleaseError, match="differs from the key holder's own plan: components.count.epsilon"):
         noisy_values(plan, lambda name: asked.append(name) or aggregates[name], secret, rng=1, manifest=manifest)

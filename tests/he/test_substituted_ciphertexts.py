@@ -19,7 +19,8 @@ import tenseal as ts
 
 from cloakroom_client import he
 from cloakroom_client.protocol import he_plan
-from cloakroom_client.release import ReleaseError, noisy_values
+from cloakroom_client.protocol.errors import ReleaseError
+from cloakroom_client.protocol.release import noisy_values
 
 ROWS = 2500
 SCHEMA = [{"name": "bmi", "kind": "numeric", "lower": 10, "upper": 60}, {"name": "smoker", "kind": "boolean"}]

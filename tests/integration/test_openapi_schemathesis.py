@@ -237,7 +237,7 @@ def _build_world(site: Site) -> None:
 
 @pytest.fixture
 def site(tmp_path):
-    from cloakroom_client.escrow import new_kek
+    from cloakroom_client.protocol.escrow import new_kek
 
     prefix = f"oas-{uuid.uuid4().hex[:8]}"
     redis_url = _redis_url()

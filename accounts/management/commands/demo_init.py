@@ -23,7 +23,7 @@ def demo_env_text() -> str:
     """The demo's settings: new secrets plus the few values the demo wants. Nothing else is needed:
     with no DATABASE_URL the database is SQLite under var/, and with no broker URL the Celery broker
     is Kombu's filesystem transport under var/."""
-    from cloakroom_client.escrow import new_kek
+    from cloakroom_client.protocol.escrow import new_kek
 
     private_kek, public_kek = new_kek()
     lines = [

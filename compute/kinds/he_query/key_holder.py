@@ -21,7 +21,9 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from cloakroom_client.protocol.errors import QueryError
+from cloakroom_client.protocol.errors import QueryError, ReleaseError
+from cloakroom_client.protocol.escrow import EscrowError, unseal
+from cloakroom_client.protocol.release import noisy_values
 from compute import tasks
 from compute.kinds.he_query.plan import aggregate_path, job_plan, remove_job_files
 from compute.lifecycle import job_fail, job_release
@@ -114,11 +116,7 @@ def escrow_release(*, job_id: int) -> str:
     through :func:`he_release`. The opened key and the decrypted values stay in local variables; the
     log says which job was released, never a value or a key.
     """
-    # Lazy: the key holder's code loads TenSEAL, which only the escrow worker may load.
-    import tenseal as ts
-
-    from cloakroom_client.escrow import EscrowError, unseal
-    from cloakroom_client.release import ReleaseError, noisy_values
+    import tenseal as ts  # lazy: only the escrow worker loads TenSEAL, to open the escrowed key
 
     try:
         job = Job.objects.select_related("dataset").get(pk=job_id)

@@ -1,0 +1,56 @@
+"""The ``cloakroom`` parser and its dispatch to the command groups.
+
+Configuration comes from flags or the environment: ``--url`` / ``CLOAKROOM_URL`` (default
+http://127.0.0.1:8000) and ``--api-key`` / ``CLOAKROOM_API_KEY``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from cloakroom_client.cli import bundles, catalogue, key_agent
+from cloakroom_client.client import Client, CloakroomError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cloakroom", description="Cloakroom: buy privacy budget and compute on data you never see."
+    )
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("CLOAKROOM_URL", "http://127.0.0.1:8000"),
+        help="server address (env CLOAKROOM_URL)",
+    )
+    parser.add_argument(
+        "--api-key", default=os.environ.get("CLOAKROOM_API_KEY"), help="API key (env CLOAKROOM_API_KEY)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    catalogue.add_commands(sub)
+    bundles.add_commands(sub)
+    key_agent.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    client = Client(args.url, args.api_key)
+    if args.command == "key-agent":
+        return key_agent.run(args, client)
+    try:
+        if args.command == "he":
+            return bundles.run(args, client)
+        return catalogue.run(args, client)
+    except CloakroomError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        for name, reasons in exc.fields.items():
+            print(f"  {name}: {'; '.join(map(str, reasons))}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except json.JSONDecodeError as exc:
+        print(f"error: not valid JSON: {exc}", file=sys.stderr)
+        return 1
