@@ -14,8 +14,8 @@ import pytest
 
 from cloakroom_client import he as client_he
 from compute.engines import he as engine
-from compute.engines import he_jobs
 from compute.engines.dp import QueryError
+from compute.engines.he import plan as he_jobs
 
 ROWS = 5000
 SCHEMA = [
