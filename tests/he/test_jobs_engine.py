@@ -15,8 +15,8 @@ import pytest
 from cloakroom_client import he as client_he
 from cloakroom_client.protocol import ckks
 from compute.engines import he as engine
-from compute.engines import he_jobs
 from compute.engines.dp import QueryError
+from compute.engines.he import plan as he_jobs
 
 ROWS = 5000
 SCHEMA = [

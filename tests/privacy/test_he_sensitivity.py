@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from cloakroom_client.protocol import he_plan
-from compute.engines import he_jobs
+from compute.engines.he import plan as he_jobs
 
 COLUMNS = [
     {"name": "age", "source": "age", "kind": "numeric", "lower": 18, "upper": 90},

@@ -30,7 +30,7 @@ import secrets
 import numpy as np
 import pytest
 
-from compute.engines.quantile import dp_quantile, quantile_granularity
+from compute.engines.dp.quantile import dp_quantile, quantile_granularity
 from tests.privacy.audit import clopper_pearson, empirical_epsilon, empirical_epsilon_lower_bound
 
 ALPHA = 1e-6
