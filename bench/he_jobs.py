@@ -139,7 +139,7 @@ def release_spec(plan: he_jobs.Plan, bundle: Bundle) -> dict:
         "epsilon": repr(plan.epsilon),
         "delta": "0",
         "aggregates": [{"name": a.name, "length": min(bundle.rows, bundle.manifest["slots"])} for a in plan.aggregates],
-        "components": plan.key_plan(),
+        "components": plan.release_spec_components(),
     }
 
 

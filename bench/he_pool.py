@@ -2,7 +2,7 @@
 aggregate a part, combine the partials) and the parent's side of the pools that run them.
 
 Only numpy, TenSEAL and the engine are imported at module level: the spawned workers import this
-module (and bench/he_jobs.py as their main module), and their memory is part of what is measured.
+module (and bench/server_plan.py as their main module), and their memory is part of what is measured.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from bench.he_common import Bundle
 from compute.engines import he as engine
 
 if TYPE_CHECKING:
-    from compute.engines import he_jobs
+    from compute.engines.he import plan as server_plan
 
 
 _WORKER: dict[str, object] = {}
@@ -119,7 +119,7 @@ def worker_combine(partial_paths: dict[str, list[str]], out_dir: str) -> dict[st
 
 def run_job(
     pool: concurrent.futures.ProcessPoolExecutor,
-    plan: he_jobs.Plan,
+    plan: server_plan.Plan,
     bundle: Bundle,
     part_chunks: int,
     work: Path,
@@ -148,7 +148,7 @@ def run_job(
 
 def time_job(
     pools: dict[int, concurrent.futures.ProcessPoolExecutor],
-    plan: he_jobs.Plan,
+    plan: server_plan.Plan,
     bundle: Bundle,
     part_chunks: int,
     work: Path,

@@ -23,14 +23,26 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import zip_longest
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tenseal as ts
+
+if TYPE_CHECKING:
+    import tenseal as ts
+
+
+def tenseal() -> ModuleType:
+    """TenSEAL, imported on first use. The web process and a worker's parent import this package to
+    plan HE jobs but must never load TenSEAL: only an ``he`` worker's child computes, after the fork."""
+    import tenseal as module  # lazy on purpose, see above
+
+    return module
 
 
 def load_context(context: bytes | ts.Context) -> ts.Context:
     """A context from its bytes (or the context itself, so a caller can reuse one)."""
-    return context if isinstance(context, ts.Context) else ts.context_from(context)
+    return context if isinstance(context, tenseal().Context) else tenseal().context_from(context)
 
 
 def iter_files(paths: Iterable[str | Path]) -> Iterator[bytes]:
@@ -41,7 +53,7 @@ def iter_files(paths: Iterable[str | Path]) -> Iterator[bytes]:
 
 
 def _load(ctx: ts.Context, data: bytes, slots: int | None = None) -> ts.CKKSVector:
-    vector = ts.ckks_vector_from(ctx, data)
+    vector = tenseal().ckks_vector_from(ctx, data)
     if slots is not None and vector.size() != slots:
         raise ValueError(f"a ciphertext holds {vector.size()} values, expected {slots}")
     return vector
@@ -190,7 +202,7 @@ def aggregate_part(
         if total is None:
             if not weighted:
                 raise ValueError("no ciphertexts to aggregate")
-            total = ts.ckks_vector(ctx, [0.0] * slots) * ([1.0] * slots)
+            total = tenseal().ckks_vector(ctx, [0.0] * slots) * ([1.0] * slots)
         out[name] = total.serialize()
     return out
 

@@ -136,7 +136,7 @@ class Plan:
             return mean_halfwidth(self, float(rows), 0.0)
         return variance_halfwidth(self, float(rows), radius)
 
-    def key_plan(self) -> list[dict[str, Any]]:
+    def release_spec_components(self) -> list[dict[str, Any]]:
         """The components as the key holder is sent them (and compares them with its own plan)."""
         return [c.for_key_holder() for c in self.components]
 

@@ -56,7 +56,7 @@ def release_spec(job: Job, *, aggregate_url: Callable[[Job, str], str]) -> dict[
             {"name": a.name, "length": min(manifest["rows"], manifest["slots"]), "url": aggregate_url(job, a.name)}
             for a in plan.aggregates
         ],
-        "components": plan.key_plan(),
+        "components": plan.release_spec_components(),
         "created_at": job.created_at.isoformat(),
     }
 

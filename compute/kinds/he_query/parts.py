@@ -4,7 +4,7 @@
    chunks into parts of ``CLOAKROOM_HE_PART_CHUNKS``, queues one ``compute.run_he_part`` task for every
    part but the first, and computes the first itself.
 2. Each part (any worker process on the ``he`` queue) streams its chunks from the bundle, computes every
-   aggregate the plan needs over them (compute/engines/he.py ``aggregate_part``), writes the partial
+   aggregate the plan needs over them (compute/engines/he/aggregate.py ``aggregate_part``), writes the partial
    ciphertexts next to the bundle and marks its part done. The worker that finishes the last part adds
    the partials together, stores one ciphertext per aggregate and moves the job to ``awaiting_key``.
    Nothing here can decrypt: workers hold only the public context.
@@ -26,7 +26,8 @@ from django.utils import timezone
 from cloakroom_client.protocol.bundle import column_file_name
 from cloakroom_client.protocol.errors import QueryError
 from compute import tasks
-from compute.engines import he_jobs
+from compute.engines import he as engine
+from compute.engines.he import plan as server_plan
 from compute.kinds.he_query.key_holder import escrow_release_send
 from compute.kinds.he_query.plan import (
     aggregate_path,
@@ -92,11 +93,9 @@ def _partial_name(claim: str, index: int, aggregate: str) -> str:
     return f"{claim}.p{index:05d}.{aggregate}.ct"
 
 
-def he_part_run(*, job_id: int, claim: str, index: int, plan: he_jobs.Plan | None = None) -> str:
+def he_part_run(*, job_id: int, claim: str, index: int, plan: server_plan.Plan | None = None) -> str:
     """Compute one part of an HE job; the last part to finish combines them all. ``plan`` saves the
     job-start task planning the job a second time for the part it computes itself."""
-    from compute.engines import he as engine  # lazy: TenSEAL loads only in he workers, after the fork
-
     try:
         part = JobPart.objects.select_related("job__dataset").get(job_id=job_id, claim=claim, index=index)
     except JobPart.DoesNotExist:
@@ -108,7 +107,7 @@ def he_part_run(*, job_id: int, claim: str, index: int, plan: he_jobs.Plan | Non
     try:
         plan = plan if plan is not None else job_plan(job)
         manifest = dataset.bundle_manifest
-        columns = he_jobs.manifest_columns(manifest)
+        columns = server_plan.manifest_columns(manifest)
         folder = bundle_folder(dataset)
 
         def read(column: str, chunk: int) -> bytes:
@@ -140,10 +139,8 @@ def he_part_run(*, job_id: int, claim: str, index: int, plan: he_jobs.Plan | Non
     return _combine(job, plan, claim)
 
 
-def _combine(job: Job, plan: he_jobs.Plan, claim: str) -> str:
+def _combine(job: Job, plan: server_plan.Plan, claim: str) -> str:
     """Add the parts' partial aggregates, store one ciphertext per aggregate, await the key."""
-    from compute.engines import he as engine  # lazy: TenSEAL loads only in he workers, after the fork
-
     folder = job_folder(job)
     count = JobPart.objects.filter(job_id=job.pk, claim=claim).count()
     context = public_context(job.dataset)

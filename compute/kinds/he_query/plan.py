@@ -19,7 +19,7 @@ from typing import Any
 from django.conf import settings
 
 from cloakroom_client.protocol.errors import QueryError
-from compute.engines import he_jobs
+from compute.engines.he import plan as server_plan
 from compute.kinds.base import query_error
 from compute.models import Job
 from config.exceptions import Conflict, ValidationFailed
@@ -30,9 +30,9 @@ _CONTEXTS: OrderedDict[tuple[int, str], Any] = OrderedDict()
 _CONTEXT_CACHE_SIZE = 4
 
 
-def he_query_plan(*, dataset: Dataset, query: Any, epsilon: float) -> he_jobs.Plan:
+def he_query_plan(*, dataset: Dataset, query: Any, epsilon: float) -> server_plan.Plan:
     """The server's plan of an HE query; raises the engine's QueryError when the query does not fit."""
-    return he_jobs.plan(
+    return server_plan.plan(
         query,
         dataset.bundle_manifest,
         epsilon,
@@ -42,12 +42,12 @@ def he_query_plan(*, dataset: Dataset, query: Any, epsilon: float) -> he_jobs.Pl
     )
 
 
-def job_plan(job: Job) -> he_jobs.Plan:
+def job_plan(job: Job) -> server_plan.Plan:
     """The job's plan, recomputed from its stored query and the dataset's manifest."""
     return he_query_plan(dataset=job.dataset, query=job.spec, epsilon=float(job.epsilon))
 
 
-def he_query_check(*, dataset: Dataset, query: Any, eps: Decimal, dlt: Decimal) -> he_jobs.Plan:
+def he_query_check(*, dataset: Dataset, query: Any, eps: Decimal, dlt: Decimal) -> server_plan.Plan:
     """Validate a query on an HE dataset (a 400 naming the field when it does not fit)."""
     if dlt:
         raise ValidationFailed(
