@@ -9,7 +9,7 @@ from decimal import Decimal
 from django.db.models import Count, F, Q, QuerySet, Sum
 
 from accounts.models import User
-from config.exceptions import NotFound
+from config.lookups import get_or_404
 from marketplace.models import Dataset, LedgerEntry, Purchase
 
 
@@ -31,10 +31,7 @@ def dataset_list(*, user: User | None, search: str = "", mode: str = "", mine: b
 
 
 def dataset_get(*, user: User | None, dataset_id) -> Dataset:
-    try:
-        return dataset_list(user=user).get(pk=dataset_id)
-    except (Dataset.DoesNotExist, ValueError, TypeError):
-        raise NotFound("No such dataset.") from None
+    return get_or_404(dataset_list(user=user), message="No such dataset.", pk=dataset_id)
 
 
 def purchase_list(*, user: User) -> QuerySet[Purchase]:
@@ -42,10 +39,7 @@ def purchase_list(*, user: User) -> QuerySet[Purchase]:
 
 
 def purchase_get(*, user: User, purchase_id) -> Purchase:
-    try:
-        return purchase_list(user=user).get(pk=purchase_id)
-    except (Purchase.DoesNotExist, ValueError, TypeError):
-        raise NotFound("No such purchase.") from None
+    return get_or_404(purchase_list(user=user), message="No such purchase.", pk=purchase_id)
 
 
 @dataclass(frozen=True)
