@@ -1,4 +1,8 @@
-"""API v1 for accounts: sign-up, the caller's profile, API keys."""
+"""API v1 for accounts: sign-up, the caller's profile, API keys.
+
+Importing this module also registers accounts/schema.py's OpenAPI extensions (the API-key and HTTP Basic
+schemes): the URL map imports it, and drf-spectacular builds the document from the URL map.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts import schema  # noqa: F401 - registers how the authentication schemes appear in the document
 from accounts.authentication import ApiKeyAuthentication, BasicAuthentication
 from accounts.selectors import api_key_list, wallet_balance
 from accounts.services import VALID_ROLES, api_key_create, api_key_revoke, user_signup

@@ -16,7 +16,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import CREDIT_QUANTUM, ApiKey, CreditEntry, User, Wallet
-from config.exceptions import Conflict, NotFound, ValidationFailed
+from config.exceptions import Conflict, ValidationFailed
+from config.lookups import get_or_404
 
 API_KEY_PREFIX = "ck_"
 # The shape api_key_create produces: "ck_", 8 hex digits of public prefix, "_", the secret part.
@@ -172,10 +173,7 @@ def api_key_create(*, user: User, name: str) -> tuple[ApiKey, str]:
 
 
 def api_key_revoke(*, user: User, key_id: int) -> ApiKey:
-    try:
-        row = ApiKey.objects.get(pk=key_id, user=user)
-    except (ApiKey.DoesNotExist, ValueError, TypeError):
-        raise NotFound("No such API key.") from None
+    row = get_or_404(ApiKey.objects, message="No such API key.", pk=key_id, user=user)
     if row.revoked_at is None:
         row.revoked_at = timezone.now()
         row.save(update_fields=["revoked_at"])

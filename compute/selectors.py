@@ -10,7 +10,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 
 from accounts.models import User
 from compute.models import Job, WorkerHeartbeat
-from config.exceptions import NotFound
+from config.lookups import get_or_404
 from marketplace import selectors as market
 from marketplace.models import Dataset, LedgerEntry, Purchase
 
@@ -22,10 +22,7 @@ def job_list(*, user: User) -> QuerySet[Job]:
 
 def job_get(*, user: User, job_id) -> Job:
     """One of the caller's jobs; anyone else's job is a 404, never a 403 that confirms it exists."""
-    try:
-        return job_list(user=user).get(pk=job_id)
-    except (Job.DoesNotExist, ValueError, TypeError):
-        raise NotFound("No such job.") from None
+    return get_or_404(job_list(user=user), message="No such job.", pk=job_id)
 
 
 def worker_last_seen() -> datetime | None:
@@ -40,10 +37,13 @@ def worker_heartbeat_seen(*, token: str) -> bool:
 
 def he_job_get(*, owner: User, job_id) -> Job:
     """A job on one of the caller's HE datasets, for its key holder; any other job is a 404."""
-    try:
-        return Job.objects.select_related("dataset").get(pk=job_id, dataset__owner=owner, dataset__mode=Dataset.Mode.HE)
-    except (Job.DoesNotExist, ValueError, TypeError):
-        raise NotFound("No such HE job on your datasets.") from None
+    return get_or_404(
+        Job.objects.select_related("dataset"),
+        message="No such HE job on your datasets.",
+        pk=job_id,
+        dataset__owner=owner,
+        dataset__mode=Dataset.Mode.HE,
+    )
 
 
 def he_jobs_awaiting_key(*, owner: User) -> QuerySet[Job]:
@@ -75,10 +75,7 @@ class DatasetBudget:
 
 def dataset_budget(*, owner: User, dataset_id) -> DatasetBudget:
     """The budget of one of the owner's datasets, in all and by buyer (five queries); others' are a 404."""
-    try:
-        dataset = Dataset.objects.get(pk=dataset_id, owner=owner)
-    except (Dataset.DoesNotExist, ValueError, TypeError):
-        raise NotFound("No such dataset.") from None
+    dataset = get_or_404(Dataset.objects, message="No such dataset.", pk=dataset_id, owner=owner)
     spent = market.ledger_totals(LedgerEntry.objects.filter(dataset=dataset)).epsilon_spent
     buyers = (
         Purchase.objects.filter(dataset=dataset)

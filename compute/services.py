@@ -35,7 +35,8 @@ from compute.lifecycle import abandoned, job_cancel_open, job_fail
 from compute.models import Job, WorkerHeartbeat
 from compute.selectors import job_get
 from config.celery_app import app as celery_app
-from config.exceptions import Conflict, NotFound, ValidationFailed
+from config.exceptions import Conflict, ValidationFailed
+from config.lookups import get_or_404
 from marketplace import selectors as market
 from marketplace.models import Dataset, LedgerEntry, Purchase
 
@@ -67,10 +68,12 @@ def job_submit(
     free repeat (the same spec, epsilon and delta on the same dataset version, already released),
     which costs nothing so that averaging repeated answers gains nothing.
     """
-    try:
-        purchase = Purchase.objects.select_related("dataset").get(pk=purchase_id, buyer=buyer)
-    except (Purchase.DoesNotExist, ValueError, TypeError):
-        raise NotFound("No such purchase.", fields={"purchase": ["No such purchase."]}) from None
+    purchase = get_or_404(
+        market.purchase_list(user=buyer),
+        message="No such purchase.",
+        fields={"purchase": ["No such purchase."]},
+        pk=purchase_id,
+    )
     dataset = purchase.dataset
     job_kind = kinds.kind_for(mode=dataset.mode, name=kind)
     if idempotency_key:

@@ -5,7 +5,7 @@ from accounts import api as accounts_api
 from compute import api as compute_api
 from config.health import HealthApi
 from marketplace import api as marketplace_api
-from marketplace import he_api
+from marketplace.he import api as he_api
 
 urlpatterns = [
     path("auth/signup/", accounts_api.SignupApi.as_view(), name="api-signup"),

@@ -1,7 +1,7 @@
 """Forms for the marketplace pages.
 
 The forms only shape the HTML and parse what the browser sends. The rules for a dataset's metadata
-and its declared schema live in marketplace/api.py's serializers, and the pages run those same
+and its declared schema live in marketplace/serializers.py, and the pages run those same
 serializers (see :func:`validate_dataset_metadata`), so the web and the API can never disagree.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 from django import forms
 
 from config import fields as plain_fields
-from marketplace.api import DatasetMetadataSerializer
 from marketplace.models import Column, Dataset
+from marketplace.serializers import DatasetMetadataSerializer
 
 
 def _decimal_filter(label: str, max_digits: int, decimal_places: int, placeholder: str) -> forms.DecimalField:

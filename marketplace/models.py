@@ -64,7 +64,7 @@ class Dataset(models.Model):
     clip_to_bounds = models.BooleanField(default=False)
 
     # The encrypted bundle (HE mode): a public TenSEAL context and CKKS ciphertexts made on the owner's
-    # machine, stored under he/<dataset id>/ in the private storage root (see marketplace/he.py).
+    # machine, stored under he/<dataset id>/ in the private storage root (see marketplace/he/storage.py).
     bundle_id = models.CharField(max_length=32, blank=True, help_text="the bundle's id from its manifest (HE)")
     # The manifest as checked and normalised by cloakroom_client.protocol.bundle.validate_manifest; file names,
     # sizes, hashes, CKKS parameters and the declared bounds. Never holds data or keys.

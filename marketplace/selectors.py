@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models import Count, DecimalField, F, Q, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce
 
 from accounts.models import User
-from config.exceptions import NotFound
+from config.lookups import get_or_404
 from marketplace.models import Dataset, LedgerEntry, Purchase
 
 
@@ -31,10 +31,17 @@ def dataset_list(*, user: User | None, search: str = "", mode: str = "", mine: b
 
 
 def dataset_get(*, user: User | None, dataset_id) -> Dataset:
-    try:
-        return dataset_list(user=user).get(pk=dataset_id)
-    except (Dataset.DoesNotExist, ValueError, TypeError):
-        raise NotFound("No such dataset.") from None
+    return get_or_404(dataset_list(user=user), message="No such dataset.", pk=dataset_id)
+
+
+def dataset_list_with_earnings(*, owner: User) -> QuerySet[Dataset]:
+    """The owner's datasets, newest first, each with ``earnings``: the sum of what buyers paid for it
+    (0 for a dataset with no sales)."""
+    return (
+        dataset_list(user=owner, mine=True)
+        .annotate(earnings=Coalesce(Sum("purchases__price"), Value(Decimal("0")), output_field=DecimalField()))
+        .order_by("-created_at", "-id")
+    )  # An aggregate drops Meta.ordering, and pages need a stable order.
 
 
 def purchase_list(*, user: User) -> QuerySet[Purchase]:
@@ -42,10 +49,7 @@ def purchase_list(*, user: User) -> QuerySet[Purchase]:
 
 
 def purchase_get(*, user: User, purchase_id) -> Purchase:
-    try:
-        return purchase_list(user=user).get(pk=purchase_id)
-    except (Purchase.DoesNotExist, ValueError, TypeError):
-        raise NotFound("No such purchase.") from None
+    return get_or_404(purchase_list(user=user), message="No such purchase.", pk=purchase_id)
 
 
 @dataclass(frozen=True)
@@ -116,89 +120,6 @@ def dataset_catalogue(
         "-available": ["-available", "-created_at", "-id"],
     }
     return qs.order_by(*orderings.get(order, ["-created_at", "-id"]))
-
-
-@dataclass(frozen=True)
-class DatasetActivity:
-    """What an owner may see of a dataset's use: money, buyers, budget and job counts. Never a
-    released value: those belong to the buyers who paid for them."""
-
-    dataset: Dataset
-    earnings: Decimal
-    buyers: int
-    purchases: int
-    epsilon_committed: Decimal
-    epsilon_held: Decimal
-    jobs_by_status: dict[str, int]
-    # (status, label, count) for every job status, in the order a job moves through them.
-    job_counts: list[tuple[str, str, int]]
-    # (time, cumulative epsilon committed after it) for each commit row of the privacy ledger, oldest first.
-    commits: list[tuple[datetime, Decimal]]
-
-    @property
-    def jobs_total(self) -> int:
-        return sum(self.jobs_by_status.values())
-
-    @property
-    def jobs_awaiting_key(self) -> int:
-        return self.jobs_by_status.get("awaiting_key", 0)
-
-
-def dataset_activity(*, owner: User, datasets: list[Dataset]) -> list[DatasetActivity]:
-    """Activity of the owner's ``datasets`` (others' are skipped), in their order, in four queries."""
-    from compute.models import Job  # the compute app builds on this one; imported here, not at load
-
-    mine = [d for d in datasets if d.owner_id == owner.pk]
-    ids = [d.pk for d in mine]
-    sales = {
-        row["dataset_id"]: row
-        for row in Purchase.objects.filter(dataset_id__in=ids)
-        .order_by()
-        .values("dataset_id")
-        .annotate(earnings=Sum("price"), buyers=Count("buyer_id", distinct=True), purchases=Count("id"))
-    }
-    ledger: dict[int, dict[str, Decimal]] = {}
-    for row in (
-        LedgerEntry.objects.filter(dataset_id__in=ids)
-        .order_by()
-        .values("dataset_id", "kind")
-        .annotate(e=Sum("epsilon"))
-    ):
-        ledger.setdefault(row["dataset_id"], {})[row["kind"]] = row["e"] or Decimal(0)
-    jobs: dict[int, dict[str, int]] = {}
-    for row in Job.objects.filter(dataset_id__in=ids).order_by().values("dataset_id", "status").annotate(n=Count("id")):
-        jobs.setdefault(row["dataset_id"], {})[row["status"]] = row["n"]
-    commits: dict[int, list[tuple[datetime, Decimal]]] = {}
-    for dataset_id, at, epsilon in (
-        LedgerEntry.objects.filter(dataset_id__in=ids, kind=LedgerEntry.Kind.COMMIT)
-        .order_by("created_at", "id")
-        .values_list("dataset_id", "created_at", "epsilon")
-    ):
-        series = commits.setdefault(dataset_id, [])
-        series.append((at, (series[-1][1] if series else Decimal(0)) + epsilon))
-
-    out = []
-    for d in mine:
-        sold = sales.get(d.pk, {})
-        kinds = ledger.get(d.pk, {})
-        committed = kinds.get(LedgerEntry.Kind.COMMIT, Decimal(0))
-        held = (
-            kinds.get(LedgerEntry.Kind.RESERVE, Decimal(0)) - committed - kinds.get(LedgerEntry.Kind.REFUND, Decimal(0))
-        )
-        out.append(
-            DatasetActivity(
-                dataset=d,
-                earnings=sold.get("earnings") or Decimal("0.00"),
-                buyers=sold.get("buyers", 0),
-                purchases=sold.get("purchases", 0),
-                epsilon_committed=committed,
-                epsilon_held=held,
-                jobs_by_status=jobs.get(d.pk, {}),
-                job_counts=[(value, label, jobs.get(d.pk, {}).get(value, 0)) for value, label in Job.Status.choices],
-                commits=commits.get(d.pk, []),
-            )
-        )
-    return out
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from django.utils.text import slugify
 from accounts.models import CREDIT_QUANTUM, CreditEntry, User
 from accounts.services import wallet_change
 from config.exceptions import Conflict, Forbidden, NotFound, ValidationFailed
+from config.lookups import get_or_404
 from marketplace import storage
 from marketplace.ingest import ColumnSpec, UploadRejected, ingest
 from marketplace.models import DELTA_QUANTUM, EPSILON_QUANTUM, Column, Dataset, Purchase
@@ -172,10 +173,7 @@ def dataset_create(*, owner: User, data: DatasetInput, upload) -> Dataset:
 
 
 def _owned(owner: User, dataset_id: int) -> Dataset:
-    try:
-        return Dataset.objects.get(pk=dataset_id, owner=owner)
-    except (Dataset.DoesNotExist, ValueError, TypeError):
-        raise NotFound("No such dataset.") from None
+    return get_or_404(Dataset.objects, message="No such dataset.", pk=dataset_id, owner=owner)
 
 
 @transaction.atomic
@@ -258,10 +256,12 @@ def purchase_create(*, buyer: User, dataset_id: int, epsilon: Decimal) -> Purcha
             "epsilon has at most 6 decimal places.", fields={"epsilon": ["At most 6 decimal places."]}
         )
 
-    try:
-        dataset = Dataset.objects.select_related("owner").get(pk=dataset_id)
-    except (Dataset.DoesNotExist, ValueError, TypeError):
-        raise NotFound("No such dataset.", fields={"dataset": ["No such dataset."]}) from None
+    dataset = get_or_404(
+        Dataset.objects.select_related("owner"),
+        message="No such dataset.",
+        fields={"dataset": ["No such dataset."]},
+        pk=dataset_id,
+    )
     if dataset.status == Dataset.Status.DRAFT:
         if dataset.owner_id != buyer.pk:
             raise NotFound("No such dataset.", fields={"dataset": ["No such dataset."]})

@@ -8,6 +8,7 @@ old key. The files live in the private storage root, which no URL serves.
 
 from __future__ import annotations
 
+import os
 import uuid
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -64,8 +65,6 @@ def rotate_stored(path: str) -> bool:
     The new token is written beside the old file and renamed over it, so a crash mid-way leaves
     either the old or the new file whole, never a torn one.
     """
-    import os
-
     full = default_storage.path(path)
     with open(full, "rb") as handle:
         old = handle.read()

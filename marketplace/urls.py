@@ -1,4 +1,7 @@
-"""Marketplace pages. None of these routes serves a stored file."""
+"""Marketplace pages. None of these routes serves a stored file.
+
+The owner's dashboard (``/dashboard/``) counts jobs, so it is compute's page, routed from config/urls.py.
+"""
 
 from django.urls import path
 
@@ -9,7 +12,6 @@ urlpatterns = [
     path("datasets/new/", views.dataset_new, name="dataset-new"),
     path("datasets/new/column/", views.dataset_new_column, name="dataset-new-column"),
     path("datasets/mine/", views.my_datasets, name="my-datasets"),
-    path("dashboard/", views.owner_dashboard, name="owner-dashboard"),
     path("datasets/<int:dataset_id>/", views.dataset_detail, name="dataset-detail"),
     path("datasets/<int:dataset_id>/buy/", views.dataset_buy, name="dataset-buy"),
     path("datasets/<int:dataset_id>/publish/", views.dataset_publish, name="dataset-publish"),

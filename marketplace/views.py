@@ -6,22 +6,17 @@ Another user's draft, or any object the caller may not see, is a 404, never a 40
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import DecimalField, Sum, Value
-from django.db.models.functions import Coalesce
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.selectors import wallet_balance
 from config.exceptions import NotFound, ServiceError
-from marketplace import charts, selectors, services
+from marketplace import selectors, services
 from marketplace.forms import (
     COLUMNS_PREFIX,
     BuyForm,
@@ -37,11 +32,8 @@ from marketplace.models import Dataset
 
 CATALOGUE_PAGE_SIZE = 12
 LIST_PAGE_SIZE = 25
-DASHBOARD_PAGE_SIZE = 10
 # The most column rows the new-dataset form takes (its formset's absolute maximum).
 MAX_COLUMN_ROWS = 500
-# The dashboard lists this many of a dataset's latest commits under its chart.
-DASHBOARD_COMMIT_ROWS = 10
 
 
 def _visible_dataset(request: HttpRequest, dataset_id: int) -> Dataset:
@@ -81,7 +73,8 @@ def catalogue(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _detail_context(request: HttpRequest, dataset: Dataset, buy_form: BuyForm | None = None) -> dict:
+def dataset_detail_context(request: HttpRequest, dataset: Dataset, buy_form: BuyForm | None = None) -> dict:
+    """The dataset page's context; compute's query views draw the same page with their panels added."""
     user = request.user
     is_owner = user.is_authenticated and dataset.owner_id == user.pk
     can_buy = user.is_authenticated and user.is_buyer and not is_owner and dataset.status == Dataset.Status.PUBLISHED
@@ -105,7 +98,7 @@ def _detail_context(request: HttpRequest, dataset: Dataset, buy_form: BuyForm | 
 @require_GET
 def dataset_detail(request: HttpRequest, dataset_id: int) -> HttpResponse:
     dataset = _visible_dataset(request, dataset_id)
-    return render(request, "marketplace/dataset_detail.html", _detail_context(request, dataset))
+    return render(request, "marketplace/dataset_detail.html", dataset_detail_context(request, dataset))
 
 
 @login_required
@@ -130,7 +123,7 @@ def dataset_buy(request: HttpRequest, dataset_id: int) -> HttpResponse:
                 f"You bought epsilon {purchase.epsilon.normalize():f} of “{dataset.title}” for {purchase.price} credits.",
             )
             return redirect("my-purchases")
-    context = _detail_context(request, dataset, buy_form=form)
+    context = dataset_detail_context(request, dataset, buy_form=form)
     if not context["can_buy"] and form.errors:
         # The buy form is not drawn for this user or dataset state, so its error becomes a message.
         for errors in form.errors.values():
@@ -257,52 +250,9 @@ def _attach_service_error(form: DatasetForm, exc: ServiceError) -> None:
 @login_required
 @require_GET
 def my_datasets(request: HttpRequest) -> HttpResponse:
-    # Earnings are the sum of what buyers paid; a dataset with no sales has earned 0.
-    datasets = (
-        selectors.dataset_list(user=request.user, mine=True)
-        .annotate(earnings=Coalesce(Sum("purchases__price"), Value(Decimal("0")), output_field=DecimalField()))
-        .order_by("-created_at", "-id")
-    )  # An aggregate drops Meta.ordering, and pages need a stable order.
+    datasets = selectors.dataset_list_with_earnings(owner=request.user)
     page_obj = Paginator(datasets, LIST_PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "marketplace/my_datasets.html", {"page_obj": page_obj, "datasets": page_obj.object_list})
-
-
-@login_required
-@require_GET
-def owner_dashboard(request: HttpRequest) -> HttpResponse:
-    """Each of the owner's datasets with its budget burn-down, earnings, buyers and jobs by status.
-    Only budget, money and counts: released values belong to the buyers who paid for them."""
-    datasets = selectors.dataset_list(user=request.user, mine=True).order_by("-created_at", "-id")
-    page_obj = Paginator(datasets, DASHBOARD_PAGE_SIZE).get_page(request.GET.get("page"))
-    now = timezone.now()
-    cards = [
-        {
-            "activity": activity,
-            "dataset": activity.dataset,
-            "chart": charts.burn_down(
-                cap=activity.dataset.epsilon_cap,
-                sold=activity.dataset.epsilon_sold,
-                start=activity.dataset.published_at or activity.dataset.created_at,
-                now=now,
-                commits=activity.commits,
-            ),
-            "recent_commits": [
-                (when, total, activity.dataset.epsilon_cap - total)
-                for when, total in reversed(activity.commits[-DASHBOARD_COMMIT_ROWS:])
-            ],
-        }
-        for activity in selectors.dataset_activity(owner=request.user, datasets=list(page_obj.object_list))
-    ]
-    return render(
-        request,
-        "marketplace/dashboard.html",
-        {
-            "page_obj": page_obj,
-            "cards": cards,
-            "totals": selectors.owner_totals(owner=request.user),
-            "commit_rows": DASHBOARD_COMMIT_ROWS,
-        },
-    )
 
 
 @login_required

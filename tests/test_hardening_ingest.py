@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 from django.test import Client
 
-from marketplace import ingest as ingest_module
 from marketplace.ingest import ColumnSpec, IngestLimits, UploadRejected, UploadTooLarge, ingest
+from marketplace.ingest import readers as ingest_module
 from tests.marketplace.test_api_datasets import GOOD_CSV, assert_nothing_stored, upload
 
 AGE = ColumnSpec(name="age", kind="numeric", lower=0, upper=120)

@@ -12,6 +12,7 @@ from accounts.models import User
 from config.exceptions import NotFound
 from marketplace import selectors as market
 from marketplace.models import Dataset
+from marketplace.views import dataset_detail_context
 
 
 def query_purchases(user: User, dataset: Dataset, mode: str = Dataset.Mode.DP) -> list:
@@ -34,8 +35,6 @@ def dataset_page(
     status: int = 200,
     he_query: dict[str, Any] | None = None,
 ) -> HttpResponse:
-    # The dataset page is the marketplace's; its context comes from there, the query form from here.
-    from marketplace.views import _detail_context
-
-    context = {**_detail_context(request, dataset), "query_panel": query, "he_query_panel": he_query}
+    # The dataset page is the marketplace's; its context comes from there, the query panels from here.
+    context = {**dataset_detail_context(request, dataset), "query_panel": query, "he_query_panel": he_query}
     return render(request, "marketplace/dataset_detail.html", context, status=status)

@@ -16,6 +16,8 @@ from cryptography.fernet import Fernet
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from cloakroom_client.protocol.escrow import new_kek
+
 ENV_FILE_NAME = "demo.env"
 
 
@@ -23,8 +25,6 @@ def demo_env_text() -> str:
     """The demo's settings: new secrets plus the few values the demo wants. Nothing else is needed:
     with no DATABASE_URL the database is SQLite under var/, and with no broker URL the Celery broker
     is Kombu's filesystem transport under var/."""
-    from cloakroom_client.protocol.escrow import new_kek
-
     private_kek, public_kek = new_kek()
     lines = [
         "# Written once by `python manage.py demo_init` for `make demo`; never overwritten.",

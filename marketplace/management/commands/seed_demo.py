@@ -42,9 +42,11 @@ from django.db import transaction
 from accounts.models import CreditEntry, User
 from accounts.selectors import wallet_balance
 from accounts.services import api_key_create, user_signup, wallet_change, wallet_create
+from cloakroom_client.he import encrypt_csv, write_policy
 from cloakroom_client.protocol.bundle import manifest_files
 from config.exceptions import ServiceError
-from marketplace import he, selectors
+from marketplace import selectors
+from marketplace.he import services as he_services
 from marketplace.models import Dataset
 from marketplace.services import DatasetInput, dataset_create, dataset_publish
 
@@ -108,7 +110,7 @@ DIABETES_COLUMNS: list[dict] = [
 
 def breast_cancer_frame() -> pd.DataFrame:
     """The breast-cancer table with snake_case column names and the diagnosis spelled out."""
-    from sklearn.datasets import load_breast_cancer
+    from sklearn.datasets import load_breast_cancer  # lazy: scikit-learn is heavy and only the seed needs it
 
     bunch = load_breast_cancer(as_frame=True)
     frame = bunch.frame.rename(columns=lambda c: c.replace(" ", "_"))
@@ -119,7 +121,7 @@ def breast_cancer_frame() -> pd.DataFrame:
 
 def diabetes_frame() -> pd.DataFrame:
     """The raw diabetes table with the study's names for the six blood serum measurements."""
-    from sklearn.datasets import load_diabetes
+    from sklearn.datasets import load_diabetes  # lazy, as above
 
     frame = load_diabetes(as_frame=True, scaled=False).frame
     frame = frame.rename(
@@ -286,8 +288,6 @@ class Command(BaseCommand):
 
     def _he_dataset(self, owner: User) -> Dataset:
         """Encrypt, upload, check and publish the HE demo dataset, unless it is there already."""
-        from cloakroom_client.he import encrypt_csv, write_policy
-
         dataset = Dataset.objects.filter(owner=owner, title=HE_DEMO_TITLE, mode=Dataset.Mode.HE).first()
         if dataset is not None and dataset.bundle_status != Dataset.BundleStatus.READY:
             raise CommandError(
@@ -307,7 +307,7 @@ class Command(BaseCommand):
                     keystore=var / KEYSTORE_DIR_NAME,
                     progress=False,
                 )
-                data = he.HeDatasetInput(
+                data = he_services.HeDatasetInput(
                     title=HE_DEMO_TITLE,
                     description=HE_DEMO_DESCRIPTION,
                     epsilon_cap=Decimal("10"),
@@ -315,19 +315,19 @@ class Command(BaseCommand):
                     price_per_epsilon=Decimal("10.00"),
                     row_count_public=True,
                 )
-                dataset, _ = he.he_dataset_create(owner=owner, data=data, manifest=manifest)
+                dataset, _ = he_services.he_dataset_create(owner=owner, data=data, manifest=manifest)
                 # What `cloakroom he publish` records on the owner's machine: the cap the key agent enforces.
                 write_policy(manifest["bundle_id"], data.epsilon_cap, var / KEYSTORE_DIR_NAME)
                 for entry in manifest_files(manifest):
                     with open(scratch / "bundle" / entry["file"], "rb") as stream:
-                        he.bundle_file_upload(
+                        he_services.bundle_file_upload(
                             owner=owner,
                             dataset_id=dataset.pk,
                             name=entry["file"],
                             stream=stream,
                             content_length=entry["bytes"],
                         )
-                dataset = he.bundle_complete(owner=owner, dataset_id=dataset.pk)
+                dataset = he_services.bundle_complete(owner=owner, dataset_id=dataset.pk)
             except ServiceError as exc:
                 raise CommandError(f"The HE demo dataset was rejected: {exc}") from None
             finally:

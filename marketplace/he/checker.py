@@ -1,15 +1,15 @@
-"""The HE bundle checker: manifest rules, and a child process that reads the untrusted TenSEAL bytes.
-
-Two parts live here on purpose:
+"""The HE bundle checker: the child process that reads an owner's untrusted TenSEAL bytes.
 
 - The manifest rules live in the shared format module, ``cloakroom_client/protocol/bundle.py``
   (:func:`validate_manifest`, pure Python). The web process uses them to refuse a bad manifest when the
-  dataset is created, and the child uses them again before it reads any file.
-- ``python -m marketplace.he_check <dir>`` is the child. It is the only code on the server that
-  deserialises an owner's TenSEAL context and ciphertexts. It limits its own address space and CPU time
-  with ``resource.setrlimit`` before it imports TenSEAL, so a malicious or broken bundle can at worst kill
-  this child (the parent sees a signal or a timeout), never the web or worker process. The parent starts it
-  with ``subprocess.run`` (never a fork of a process that holds a TenSEAL context, which deadlocks).
+  dataset is created, and this child uses them again before it reads any file.
+- ``python -m marketplace.he.checker <dir>`` is the child, started by :mod:`marketplace.he.sandbox`. It is
+  the only code on the server that deserialises an owner's TenSEAL context and ciphertexts. It limits its
+  own address space and CPU time with ``resource.setrlimit`` before it imports TenSEAL, so a malicious or
+  broken bundle can at worst kill this child (the parent sees a signal or a timeout), never the web or
+  worker process. The parent starts it with ``subprocess.run`` (never a fork of a process that holds a
+  TenSEAL context, which deadlocks). It runs without Django settings: importing its package loads only
+  :mod:`marketplace.he.storage`, which reads no setting and touches no model at import.
 
 The child prints exactly one JSON line on stdout: ``{"ok": true|false, "errors": [...], "checked": {...}}``.
 Error messages name the file and the reason; they never contain bytes from the bundle, so nothing secret
@@ -20,9 +20,11 @@ The format itself is the shared contract in the owner CLI's bundle documentation
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import math
+import resource
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,13 +39,9 @@ from cloakroom_client.protocol.bundle import (
     validate_manifest,
 )
 
-# -- the child process --------------------------------------------------------------------------------
-
 
 def _limit_resources(memory_bytes: int, cpu_seconds: int) -> None:
     """Cap this process's address space and CPU time before any untrusted byte is parsed."""
-    import resource
-
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
     # A crash must not leave a core file (it would hold the bundle's bytes) next to the bundle.
@@ -89,6 +87,8 @@ def check_bundle(directory: Path) -> dict:
     if errors:
         return {"ok": False, "errors": errors[:MAX_ERRORS], "checked": checked}
 
+    # Imported here, not at the top: only after the resource limits are set, and only for a bundle whose
+    # manifest and file sizes passed, so TenSEAL never loads in a process that has not limited itself.
     import tenseal as ts
 
     context_bytes = (directory / CONTEXT_FILE).read_bytes()
@@ -190,9 +190,7 @@ def _check_ciphertext(ts: Any, context: Any, path: Path, manifest: dict, levels:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m marketplace.he_check", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m marketplace.he.checker", description=__doc__.splitlines()[0])
     parser.add_argument("directory", type=Path)
     parser.add_argument("--memory-bytes", type=int, default=3 * 1024**3)
     parser.add_argument("--cpu-seconds", type=int, default=120)

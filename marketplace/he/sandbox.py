@@ -1,0 +1,99 @@
+"""Running the bundle checker in a sandboxed child process, from the web process.
+
+:func:`run_bundle_check` starts ``python -m marketplace.he.checker`` (:mod:`marketplace.he.checker`) with
+a bare environment, memory and CPU limits and a wall-clock timeout, and turns whatever happens to the
+child (an answer, a crash, a hang) into ``{"ok", "errors"}`` for the owner.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+CHECKER_MODULE = "marketplace.he.checker"
+
+
+def run_bundle_check(folder: Path) -> dict:
+    """Run ``python -m marketplace.he.checker <folder>`` in a fresh subprocess; return ``{"ok", "errors"}``.
+
+    The child sets its own address-space and CPU limits before it touches the bundle, and the wall-clock
+    timeout kills it if it hangs, so no bundle can crash or hang the calling process. The child gets a
+    bare environment: it needs no settings and must never see the platform's secrets.
+    """
+    timeout = settings.CLOAKROOM_BUNDLE_CHECK_TIMEOUT
+    command = [
+        sys.executable,
+        "-m",
+        CHECKER_MODULE,
+        str(folder),
+        "--memory-bytes",
+        str(settings.CLOAKROOM_BUNDLE_CHECK_MEMORY_BYTES),
+        "--cpu-seconds",
+        str(max(1, math.ceil(timeout))),
+    ]
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(settings.BASE_DIR),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "LANG": "C.UTF-8",
+        # One thread each: fewer threads reserve less address space under the child's memory limit.
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    try:
+        completed = subprocess.run(
+            command,
+            capture_output=True,
+            timeout=timeout,
+            cwd=str(settings.BASE_DIR),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return {
+            "ok": False,
+            "errors": [
+                f"Checking the bundle took longer than {timeout} s and was stopped; the files may be malformed."
+            ],
+        }
+    if completed.returncode < 0:
+        try:
+            name = signal.Signals(-completed.returncode).name
+        except ValueError:
+            name = f"signal {-completed.returncode}"
+        logger.warning("bundle checker for %s stopped by %s", folder.name, name)
+        return {
+            "ok": False,
+            "errors": [
+                f"Reading the bundle crashed the checker ({name}): a file is malformed, or needs more memory "
+                "or CPU time than allowed."
+            ],
+        }
+    return _answer(completed, folder)
+
+
+def _answer(completed: subprocess.CompletedProcess, folder: Path) -> dict:
+    """The child's one JSON line, or a refusal when it stopped without a well-formed answer."""
+    lines = completed.stdout.decode("utf-8", "replace").strip().splitlines()
+    try:
+        result = json.loads(lines[-1])
+        ok, errors = result["ok"], result["errors"]
+        if not isinstance(ok, bool) or not isinstance(errors, list):
+            raise ValueError("bad shape")
+    except (IndexError, ValueError, KeyError, TypeError):
+        logger.warning("bundle checker for %s exited %s without a result", folder.name, completed.returncode)
+        return {"ok": False, "errors": ["The checker could not read the bundle (it stopped without an answer)."]}
+    if completed.returncode != 0 and ok:
+        return {"ok": False, "errors": ["The checker failed while reading the bundle."]}
+    return {"ok": ok, "errors": [str(e)[:1000] for e in errors]}
