@@ -48,7 +48,8 @@ class Job(models.Model):
     status = models.CharField(max_length=14, choices=Status.choices, default=Status.QUEUED, db_index=True)
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    # Null, not "", when absent: the unique constraint below holds only among keys a client gave.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     reused_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="reuses")
     claim = models.CharField(max_length=32, blank=True)
     attempts = models.PositiveIntegerField(default=0)

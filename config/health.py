@@ -54,7 +54,7 @@ def broker_status() -> str:
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=BROKER_TIMEOUT)
-    except Exception as exc:  # Each Kombu transport raises its own errors; any of them means "unreachable".
+    except Exception as exc:  # noqa: BLE001 (each Kombu transport raises its own errors; any means "unreachable")
         logger.warning("health: the broker is unreachable: %s", exc)
         return UNREACHABLE
     return OK

@@ -51,7 +51,7 @@ class BudgetNumberField(serializers.CharField):
         return {"anyOf": [text, number], "description": f"Decimal text (`0.5`, `1e-5`) or a JSON number; {limits}."}
 
 
-type("BudgetNumberFieldExtension", (openapi._Extension,), {"target_class": BudgetNumberField})
+type("BudgetNumberFieldExtension", (openapi.FieldSchemaExtension,), {"target_class": BudgetNumberField})
 
 # ---------------------------------------------------------------------------------------------
 # Results and receipts

@@ -68,9 +68,6 @@ from config.openapi.operations import (
     postprocess_schema,
 )
 
-# The old private name of FieldSchemaExtension, for compute/api.py until it uses the public one (issue 12).
-_Extension = FieldSchemaExtension
-
 __all__ = [
     "ERROR_DESCRIPTIONS",
     "NON_EMPTY",

@@ -40,7 +40,7 @@ class Command(BaseCommand):
                     retry_policy={"max_retries": 3, "interval_start": 0.5, "interval_step": 0.5},
                 )
                 break
-            except Exception as exc:  # Kombu raises transport-specific errors; any of them means "no broker".
+            except Exception as exc:  # noqa: BLE001 (each Kombu transport raises its own errors; any means "no broker")
                 if time.monotonic() + interval >= deadline:
                     raise CommandError(
                         f"Could not send the heartbeat task to the broker: {exc.__class__.__name__}: {exc}"
