@@ -13,9 +13,63 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from bench.he_common import SCHEMA, load1, make_data, write_csv
+
+if TYPE_CHECKING:
+    from cloakroom_client import Client
+
+
+def _wall(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _await_key(buyer: Client, job: dict) -> dict:
+    """The job once the server has computed it and it waits for the key; RuntimeError otherwise."""
+    deadline = time.monotonic() + 300
+    while job["status"] not in ("awaiting_key", "failed", "released", "cancelled"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"job {job['id']} still {job['status']} after 300 s")
+        time.sleep(0.05)
+        job = buyer.job(job["id"])
+    if job["status"] != "awaiting_key":
+        raise RuntimeError(f"job {job['id']} ended {job['status']}: {job.get('error')}")
+    return job
+
+
+def _print_report(
+    args: argparse.Namespace,
+    rows: int,
+    seconds: tuple[float, float],
+    figures: dict[int, list[tuple[float, float]]],
+    task_seconds: dict[int, dict[str, list[float]]],
+) -> None:
+    """The Markdown table of the run; ``seconds`` is the time to encrypt and the time to publish."""
+    encrypt_seconds, publish_seconds = seconds
+    print(
+        f"End to end, {rows:,} rows, sum-only bundle: encrypt {encrypt_seconds:.1f} s, publish (upload and "
+        f"server check) {publish_seconds:.1f} s; parts of {args.part_chunks} chunks; "
+        f"DATABASE_CONN_MAX_AGE={args.conn_max_age}; the first job of each worker is a warm-up"
+    )
+    print()
+    print(
+        "| rows | Celery concurrency | computed_at - started_at, each job (s) | median (s) "
+        "| part task, median (s) | part tasks per job | job-start task, median (s) | load avg at submit |"
+    )
+    print("|---:|---:|---|---:|---:|---:|---:|---|")
+    for concurrency, values in figures.items():
+        timed = [v for v, _ in values[1:]]
+        tasks = task_seconds.get(concurrency, {})
+        part_tasks = tasks.get("run_he_part") or [float("nan")]
+        start_tasks = tasks.get("run_he_job") or [float("nan")]
+        print(
+            f"| {rows:,} | {concurrency} | {', '.join(f'{v:.3f}' for v, _ in values)} | "
+            f"{statistics.median(timed):.3f} | {statistics.median(part_tasks):.3f} | "
+            f"{len(part_tasks) / len(values):g} | {statistics.median(start_tasks):.3f} | "
+            f"{', '.join(f'{ld:.2f}' for _, ld in values)} |"
+        )
 
 
 def end_to_end(args: argparse.Namespace, rows: int) -> None:
@@ -98,9 +152,6 @@ def end_to_end(args: argparse.Namespace, rows: int) -> None:
         publish_seconds = time.perf_counter() - started
         purchase = buyer.buy(dataset["id"], "50")
 
-        def wall(text: str) -> float:
-            return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
         figures: dict[int, list[tuple[float, float]]] = {}
         task_seconds: dict[int, dict[str, list[float]]] = {}
         serial = 0
@@ -116,15 +167,8 @@ def end_to_end(args: argparse.Namespace, rows: int) -> None:
                 job = buyer.submit(
                     purchase["id"], {"aggregate": "sum", "column": "x"}, epsilon=f"{0.1 + serial * 1e-4:.4f}"
                 )
-                deadline = time.monotonic() + 300
-                while job["status"] not in ("awaiting_key", "failed", "released", "cancelled"):
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"job {job['id']} still {job['status']} after 300 s")
-                    time.sleep(0.05)
-                    job = buyer.job(job["id"])
-                if job["status"] != "awaiting_key":
-                    raise RuntimeError(f"job {job['id']} ended {job['status']}: {job.get('error')}")
-                figures[concurrency].append((wall(job["computed_at"]) - wall(job["started_at"]), load))
+                job = _await_key(buyer, job)
+                figures[concurrency].append((_wall(job["computed_at"]) - _wall(job["started_at"]), load))
             stop_process(worker)
             # Celery logs each task's own run time: the parts' and the job start's, for where the time goes.
             log = worker.log()
@@ -145,25 +189,4 @@ def end_to_end(args: argparse.Namespace, rows: int) -> None:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db_name)))
         shutil.rmtree(root, ignore_errors=True)
 
-    print(
-        f"End to end, {rows:,} rows, sum-only bundle: encrypt {encrypt_seconds:.1f} s, publish (upload and "
-        f"server check) {publish_seconds:.1f} s; parts of {args.part_chunks} chunks; "
-        f"DATABASE_CONN_MAX_AGE={args.conn_max_age}; the first job of each worker is a warm-up"
-    )
-    print()
-    print(
-        "| rows | Celery concurrency | computed_at - started_at, each job (s) | median (s) "
-        "| part task, median (s) | part tasks per job | job-start task, median (s) | load avg at submit |"
-    )
-    print("|---:|---:|---|---:|---:|---:|---:|---|")
-    for concurrency, values in figures.items():
-        timed = [v for v, _ in values[1:]]
-        tasks = task_seconds.get(concurrency, {})
-        part_tasks = tasks.get("run_he_part") or [float("nan")]
-        start_tasks = tasks.get("run_he_job") or [float("nan")]
-        print(
-            f"| {rows:,} | {concurrency} | {', '.join(f'{v:.3f}' for v, _ in values)} | "
-            f"{statistics.median(timed):.3f} | {statistics.median(part_tasks):.3f} | "
-            f"{len(part_tasks) / len(values):g} | {statistics.median(start_tasks):.3f} | "
-            f"{', '.join(f'{ld:.2f}' for _, ld in values)} |"
-        )
+    _print_report(args, rows, (encrypt_seconds, publish_seconds), figures, task_seconds)

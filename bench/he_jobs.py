@@ -7,8 +7,8 @@ and measures, beside plaintext numpy on the same data in the same run:
    written) for the sum-only class (N=4096) and the product class (N=8192); bytes per value
    (ciphertext bytes / (rows * columns), padding of the last chunk included) and per packed slot;
    the size of the public context;
-2. the server's side, done the way the ``he`` workers do it (compute/he_services.py): the job is
-   planned with ``compute.engines.he_jobs.plan``, cut into parts of ``--part-chunks`` chunks, and
+2. the server's side, done the way the ``he`` workers do it (compute/kinds/he_query/): the job is
+   planned with ``compute.engines.he.plan.plan``, cut into parts of ``--part-chunks`` chunks, and
    each part runs ``compute.engines.he.aggregate_part`` in a worker process that reads the
    ciphertext files from disk (deserialisation included) and writes its partial ciphertexts to disk;
    a worker then adds the partials with ``encrypted_sum``. Workers are a ``ProcessPoolExecutor`` on
@@ -89,7 +89,7 @@ from bench.he_pool import pool_infos, start_pool, time_job  # noqa: E402
 from bench.he_report import report  # noqa: E402
 
 if TYPE_CHECKING:
-    from compute.engines import he_jobs
+    from compute.engines.he import plan as server_plan
 
 
 def query_for(job: str, weights: np.ndarray) -> dict:
@@ -108,7 +108,7 @@ def numpy_baseline(job: str, data: dict[str, np.ndarray]) -> Callable[[], float]
     }[job]
 
 
-def check_ckks(plan: he_jobs.Plan, aggregate_paths: dict[str, str], secret, data: dict[str, np.ndarray]) -> bool:
+def check_ckks(plan: server_plan.Plan, aggregate_paths: dict[str, str], secret, data: dict[str, np.ndarray]) -> bool:
     """Each component's un-noised value (decrypted here, never printed) against the plaintext truth
     computed from the same rows, within the plan's CKKS error bound for that component."""
     from cloakroom_client.protocol.ckks import decrypt_sum
@@ -129,8 +129,8 @@ def check_ckks(plan: he_jobs.Plan, aggregate_paths: dict[str, str], secret, data
     return True
 
 
-def release_spec(plan: he_jobs.Plan, bundle: Bundle) -> dict:
-    """The release spec the server hands the key holder for a plan (compute/he_services.key_plan)."""
+def release_spec(plan: server_plan.Plan, bundle: Bundle) -> dict:
+    """The release spec the server hands the key holder for a plan (compute/kinds/he_query/key_holder.release_spec)."""
     return {
         "job": 1,
         "dataset": 1,
@@ -143,7 +143,9 @@ def release_spec(plan: he_jobs.Plan, bundle: Bundle) -> dict:
     }
 
 
-def release_timer(plan: he_jobs.Plan, bundle: Bundle, aggregate_paths: dict[str, str], secret) -> Callable[[], object]:
+def release_timer(
+    plan: server_plan.Plan, bundle: Bundle, aggregate_paths: dict[str, str], secret
+) -> Callable[[], object]:
     """The key holder's work for one job (protocol.release.noisy_values): plan it again from the local
     manifest and check the served release spec, decrypt, round to the grid and add exact discrete noise."""
     from cloakroom_client.protocol.release import noisy_values
@@ -169,7 +171,7 @@ def encrypt(label: str, rows: int, csv_path: Path, root: Path, keystore: Path) -
 
 def run_size(rows: int, args: argparse.Namespace, root: Path, keystore: Path):
     from cloakroom_client import he as client_he
-    from compute.engines import he_jobs
+    from compute.engines.he import plan as server_plan
 
     data = make_data(rows)
     csv_path = root / f"data-{rows}.csv"
@@ -183,7 +185,7 @@ def run_size(rows: int, args: argparse.Namespace, root: Path, keystore: Path):
     for label, bundle in bundles.items():
         secret = client_he.load_secret_context(bundle.manifest["bundle_id"], keystore)
         plans = {
-            job: he_jobs.plan(query_for(job, data["weights"]), bundle.manifest, args.epsilon, max_weights=rows)
+            job: server_plan.plan(query_for(job, data["weights"]), bundle.manifest, args.epsilon, max_weights=rows)
             for job in JOBS[label]
         }
         slots = bundle.manifest["slots"]

@@ -100,7 +100,9 @@ class Client:
     @classmethod
     def signup(cls, url: str, *, username: str, email: str, password: str, roles: list[str]) -> dict:
         """Create an account; returns the new user. Use :meth:`create_api_key` next."""
-        return cls(url)._request(
+        # A client without credentials: signing up needs none, as create_api_key needs only a password.
+        client = cls(url)
+        return client._request(
             "POST", "auth/signup/", json={"username": username, "email": email, "password": password, "roles": roles}
         )
 

@@ -88,6 +88,10 @@ class _Stop(Exception):
     """Raised by the signal handler to stop the agent where it stands (never inside a release)."""
 
 
+class _KeyRefused(Exception):
+    """The server refused the API key: polling again cannot succeed, so the agent exits with 1."""
+
+
 def _describe_query(query) -> str:
     """A short label for a job's query, e.g. "mean of bmi" (never the buyer's weights)."""
     if not isinstance(query, dict):
@@ -166,7 +170,8 @@ class KeyAgent:
             return None, False
         try:
             context = he.load_secret_context(bundle_id, self.keystore)
-        except Exception as exc:
+        # An unreadable file (OSError), or bytes TenSEAL cannot parse (ValueError, RuntimeError, TypeError).
+        except (he.HEError, OSError, ValueError, RuntimeError, TypeError) as exc:
             self.unavailable[bundle_id] = ("unusable", signature)
             reason = "; ".join(exc.problems) if isinstance(exc, he.HEError) else type(exc).__name__
             self.log.error("the key file of bundle %s cannot be used (%s); skipping its jobs", bundle_id, reason)
@@ -224,7 +229,7 @@ class KeyAgent:
             return self._failed(job, f"release refused: {exc}")
         except requests.RequestException as exc:
             return self._failed(job, f"could not reach the server: {type(exc).__name__}")
-        except Exception as exc:  # one bad job must not stop the agent
+        except Exception as exc:  # noqa: BLE001 (one bad job must not stop the agent)
             return self._failed(job, f"release failed: {type(exc).__name__}")
         self.failures.pop(job, None)
         values = ", ".join(f"{name}={_format_value(value)}" for name, value in released.values.items())
@@ -248,6 +253,32 @@ class KeyAgent:
                 self.in_job = False
         return ok
 
+    def poll(self) -> bool:
+        """One pass; True when no job failed. A failure to list the jobs is logged and counts as failed."""
+        try:
+            return self.run_pass()
+        except _Stop:
+            raise
+        except CloakroomError as exc:
+            self.log.error("could not list the jobs waiting for a key: %s %s: %s", exc.status, exc.code, exc.message)
+            if exc.status in (401, 403):
+                raise _KeyRefused() from None
+            return False
+        except Exception as exc:  # noqa: BLE001 (the agent keeps polling after any failure of one pass)
+            self.log.error("could not list the jobs waiting for a key: %s", type(exc).__name__)
+            return False
+
+    def poll_until_stopped(self, *, interval: float, once: bool) -> int:
+        """Poll every ``interval`` seconds until a signal; with ``once``, one pass (1 if a job failed)."""
+        while not self.stopping:
+            ok = self.poll()
+            if once:
+                return 0 if ok else 1
+            if self.stopping:
+                break
+            time.sleep(interval)
+        return 0
+
     def run(self, *, interval: float, once: bool, url: str) -> int:
         self.log.info(
             "key agent started: %s, keystore %s, %s",
@@ -263,27 +294,9 @@ class KeyAgent:
                 pass
         code = 0
         try:
-            while not self.stopping:
-                try:
-                    ok = self.run_pass()
-                except _Stop:
-                    raise
-                except CloakroomError as exc:
-                    self.log.error(
-                        "could not list the jobs waiting for a key: %s %s: %s", exc.status, exc.code, exc.message
-                    )
-                    if exc.status in (401, 403):
-                        return 1  # a refused API key will not fix itself
-                    ok = False
-                except Exception as exc:
-                    self.log.error("could not list the jobs waiting for a key: %s", type(exc).__name__)
-                    ok = False
-                if once:
-                    code = 0 if ok else 1
-                    break
-                if self.stopping:
-                    break
-                time.sleep(interval)
+            code = self.poll_until_stopped(interval=interval, once=once)
+        except _KeyRefused:
+            return 1  # a refused API key will not fix itself
         except (_Stop, KeyboardInterrupt):
             self.stopping = True
         finally:
@@ -294,14 +307,17 @@ class KeyAgent:
         return code
 
 
+class _AgentHandler(logging.StreamHandler):
+    """The handler this command puts on the agent's logger, told apart so a second run replaces it."""
+
+
 def _agent_logger() -> logging.Logger:
     log = logging.getLogger(AGENT_LOGGER)
     for handler in list(log.handlers):
-        if getattr(handler, "_cloakroom_cli", False):
+        if isinstance(handler, _AgentHandler):
             log.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _AgentHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    handler._cloakroom_cli = True
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False

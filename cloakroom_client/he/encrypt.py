@@ -18,7 +18,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,74 @@ def _write_new(path: Path, data: bytes) -> dict:
     return {"file": path.name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
+def _new_out_dir(out_dir: str | os.PathLike) -> tuple[Path, bool]:
+    """The bundle directory, made if need be; True with it when this call created it."""
+    out = Path(out_dir)
+    created = not out.exists()
+    if not created and (not out.is_dir() or any(out.iterdir())):
+        raise HEError(f"{out} must be a new or empty directory")
+    out.mkdir(parents=True, exist_ok=True)
+    return out, created
+
+
+def _encrypt_columns(
+    encrypt: Callable[[list[float]], bytes],
+    encoded: Iterable[tuple[dict, np.ndarray]],
+    shape: tuple[int, int],
+    out: Path,
+    written: list[Path],
+    bar: Progress,
+) -> list[dict]:
+    """The manifest's columns, each ciphertext written as soon as it is made and then dropped.
+
+    ``shape`` is (slots per ciphertext, ciphertexts per column). Every path is appended to
+    ``written`` before the next is made, so the caller can remove them all if anything fails.
+    """
+    slots, chunks = shape
+    manifest_columns = []
+    block = np.zeros(slots, dtype=float)
+    for index, (entry, values) in enumerate(encoded):
+        files = []
+        for chunk in range(chunks):
+            part = values[chunk * slots : (chunk + 1) * slots]
+            block[: len(part)] = part
+            block[len(part) :] = 0.0  # the tail of the last chunk is zero padding
+            data = encrypt(block.tolist())
+            path = out / column_file_name(index, chunk)
+            files.append(_write_new(path, data))
+            written.append(path)
+            del data
+            bar.update()
+        entry["files"] = files
+        manifest_columns.append(entry)
+    return manifest_columns
+
+
+def _write_manifest(manifest: dict, out: Path, written: list[Path], keystore: str | os.PathLike | None) -> None:
+    # The manifest is written last and atomically: a bundle with a manifest is a complete one.
+    temporary = out / (MANIFEST + ".tmp")
+    written.append(temporary)
+    temporary.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, out / MANIFEST)
+    written[-1] = out / MANIFEST
+    # The owner's own copy, beside the key: the key agent plans every job from it and never from
+    # the server's word.
+    write_private(manifest_copy_path(manifest["bundle_id"], keystore), json.dumps(manifest, indent=2) + "\n")
+
+
+def _remove_partial(written: list[Path], secret_path: Path | None, out: Path, created_dir: bool) -> None:
+    """Remove what a failed encryption wrote, the secret key included, and the directory it made."""
+    for path in written:
+        path.unlink(missing_ok=True)
+    if secret_path is not None:
+        secret_path.unlink(missing_ok=True)
+    if created_dir:
+        try:
+            out.rmdir()
+        except OSError:
+            pass
+
+
 def encrypt_csv(
     csv_path: str | os.PathLike,
     schema: Any,
@@ -107,13 +175,7 @@ def encrypt_csv(
         raise HEError(f"the schema expands to {n_columns} encrypted columns; at most {MAX_COLUMNS} fit a bundle")
     if chunks > MAX_CHUNKS:
         raise HEError(f"{rows} rows need {chunks} ciphertexts per column; at most {MAX_CHUNKS} fit a bundle")
-
-    out = Path(out_dir)
-    created_dir = not out.exists()
-    if not created_dir and (not out.is_dir() or any(out.iterdir())):
-        raise HEError(f"{out} must be a new or empty directory")
-    out.mkdir(parents=True, exist_ok=True)
-
+    out, created_dir = _new_out_dir(out_dir)
     for name, count in clipped.items():
         if progress:
             sys.stderr.write(f"note: column {name!r}: {count} value(s) clipped to the declared bounds\n")
@@ -131,22 +193,14 @@ def encrypt_csv(
         written.append(out / CONTEXT_FILE)
 
         bar = Progress(n_columns * chunks, "encrypting", enabled=progress)
-        manifest_columns = []
-        block = np.zeros(slots, dtype=float)
-        for index, (entry, values) in enumerate(encoded_columns(columns, typed)):
-            files = []
-            for chunk in range(chunks):
-                part = values[chunk * slots : (chunk + 1) * slots]
-                block[: len(part)] = part
-                block[len(part) :] = 0.0  # the tail of the last chunk is zero padding
-                data = ts.ckks_vector(ctx, block.tolist()).serialize()
-                path = out / column_file_name(index, chunk)
-                files.append(_write_new(path, data))
-                written.append(path)
-                del data
-                bar.update()
-            entry["files"] = files
-            manifest_columns.append(entry)
+        manifest_columns = _encrypt_columns(
+            lambda block: ts.ckks_vector(ctx, block).serialize(),
+            encoded_columns(columns, typed),
+            (slots, chunks),
+            out,
+            written,
+            bar,
+        )
         bar.close()
 
         manifest = {
@@ -163,25 +217,9 @@ def encrypt_csv(
             "context": context_entry,
             "columns": manifest_columns,
         }
-        # The manifest is written last and atomically: a bundle with a manifest is a complete one.
-        temporary = out / (MANIFEST + ".tmp")
-        written.append(temporary)
-        temporary.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        os.replace(temporary, out / MANIFEST)
-        written[-1] = out / MANIFEST
-        # The owner's own copy, beside the key: the key agent plans every job from it and never from
-        # the server's word.
-        write_private(manifest_copy_path(bundle_id, keystore), json.dumps(manifest, indent=2) + "\n")
+        _write_manifest(manifest, out, written, keystore)
     except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        if secret_path is not None:
-            secret_path.unlink(missing_ok=True)
-        if created_dir:
-            try:
-                out.rmdir()
-            except OSError:
-                pass
+        _remove_partial(written, secret_path, out, created_dir)
         raise
     return manifest
 

@@ -31,7 +31,9 @@ def data_primes(ctx: ts.Context) -> list[int]:
         levels[data.chain_index()] = data.total_coeff_modulus()
         try:
             data = data.next_context_data()
-        except Exception:  # the last level has no next one; some builds raise instead of returning None
+        # The last level has no next one; some builds raise instead of returning None, as whichever
+        # exception pybind11 makes of SEAL's C++ one (a logic, range or conversion error).
+        except (RuntimeError, ValueError, TypeError, IndexError):
             data = None
     m = 1 << 64
     primes = [levels[0]]

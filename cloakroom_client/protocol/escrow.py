@@ -20,6 +20,7 @@ import base64
 import hashlib
 import os
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -94,7 +95,7 @@ def unseal(blob: bytes, private_key_b64: str) -> bytes:
     key = _derive(private.exchange(ephemeral), header)
     try:
         return AESGCM(key).decrypt(nonce, blob[HEADER_BYTES:], header)
-    except Exception:
+    except (InvalidTag, ValueError):  # a failed authentication, or a ciphertext AES-GCM cannot take
         raise EscrowError("the sealed key was altered or is not for this key-encryption key") from None
 
 

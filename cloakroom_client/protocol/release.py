@@ -45,7 +45,7 @@ def _decrypt_into(
         except HEError as exc:
             # The ciphertext's level or scale is not what the own plan computes (metadata only).
             raise ReleaseError(f"aggregate {name!r}: {exc}") from None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (any failure to decrypt an untrusted ciphertext is a refusal)
             # The error's text comes from TenSEAL/SEAL and holds no plaintext; it is not chained,
             # so a traceback shows nothing of this frame's locals either.
             raise ReleaseError(

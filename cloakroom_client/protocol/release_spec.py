@@ -34,8 +34,19 @@ MECHANISMS = ("laplace", "geometric")
 SCALE_TOLERANCE = 1e-9
 BUNDLE_ID = re.compile(r"^[0-9a-f]{32}$")
 # The fields of a component the key holder compares with its own plan, and of an aggregate.
-COMPONENT_FIELDS = ("name", "terms", "offset", "budget", "mechanism", "epsilon", "delta", "sensitivity")
-COMPONENT_FIELDS += ("granularity", "steps", "scale")
+COMPONENT_FIELDS = (
+    "name",
+    "terms",
+    "offset",
+    "budget",
+    "mechanism",
+    "epsilon",
+    "delta",
+    "sensitivity",
+    "granularity",
+    "steps",
+    "scale",
+)
 AGGREGATE_FIELDS = ("name", "length")
 
 

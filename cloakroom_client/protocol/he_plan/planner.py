@@ -155,7 +155,8 @@ def _plan_count(job: _Job) -> Planned:
     for i, col in enumerate(targets):
         terms = [(job.sum_of(col, field_name="query.column"), 1.0)]
         job.component(f"count{i}", f"count({col.name})", terms, 0.0, noise, "counts")
-        key = {col.source: col.category} if col.kind == "indicator" else {col.name: True}
+        # An indicator's group is keyed by its category, a boolean column's by True.
+        key: dict[str, str | bool | None] = {col.source: col.category} if col.kind == "indicator" else {col.name: True}
         groups.append((f"count{i}", key))
     layout = {"kind": "counts", "groups": groups, "main": "count0"}
     return layout, f"two-sided geometric (key holder), sensitivity {sensitivity:g}"
