@@ -166,8 +166,13 @@ def _columns_to_decode(schema: pa.Schema, columns: list[str] | None) -> tuple[li
 
     A column asked for is decoded only if the file holds it once; a nested one is refused.
     """
-    pandas_meta = schema.pandas_metadata or {}
-    index_names = {c for c in pandas_meta.get("index_columns", []) if isinstance(c, str)}
+    try:
+        pandas_meta = schema.pandas_metadata or {}
+    except ValueError as exc:  # the file's own JSON: a JSONDecodeError, or a UnicodeDecodeError when not UTF-8
+        raise _unreadable(exc) from None
+    # Metadata of another shape names no index here; decoding it later fails and refuses the file.
+    index_columns = pandas_meta.get("index_columns", []) if isinstance(pandas_meta, dict) else []
+    index_names = {c for c in index_columns if isinstance(c, str)} if isinstance(index_columns, list) else set()
     names = [n for n in schema.names if n not in index_names]
     wanted = names if columns is None else [c for c in dict.fromkeys(columns) if names.count(c) == 1]
     problems = []
