@@ -123,7 +123,10 @@ class Column(models.Model):
     # named "<source>=<category>", with ``source`` and ``category`` saying where it came from. A boolean
     # stays kind boolean with bounds 0..1. DP columns leave both blank.
     source = models.CharField(max_length=100, blank=True, help_text="the owner's column this one encodes (HE)")
-    category = models.CharField(
+    # NULL, not "", marks a column that is no indicator: compute/forms/he_query.py and the release spec's
+    # columns (cloakroom_client/protocol/he_plan/columns.py) test ``category is None``, and migration 0003
+    # made the column nullable.
+    category = models.CharField(  # noqa: DJ001 (None means "not an indicator column"; code tests for it)
         max_length=200, null=True, blank=True, help_text="the category an HE indicator column is 1 for"
     )
 

@@ -43,40 +43,54 @@ class ColumnInputSerializer(serializers.Serializer):
     is_label = openapi.BooleanField(required=False, default=False)
 
     def validate(self, attrs):
-        kind = attrs["kind"]
-        errors: dict[str, list[str]] = {}
-        if kind == Column.Kind.NUMERIC:
-            for side in ("lower", "upper"):
-                value = attrs.get(side)
-                if value is None:
-                    errors[side] = ["A numeric column needs declared bounds; they are never read off the data."]
-                elif not math.isfinite(value):
-                    errors[side] = ["Must be a finite number."]
-            if not errors and attrs["lower"] >= attrs["upper"]:
-                errors["upper"] = ["Must be greater than lower."]
-            if attrs.get("categories"):
-                errors["categories"] = ["Only categorical columns have categories."]
-        else:
-            for side in ("lower", "upper"):
-                if attrs.get(side) is not None:
-                    errors[side] = [f"Only numeric columns have bounds; this column is {kind}."]
-            attrs["lower"] = attrs["upper"] = None
-        if kind == Column.Kind.CATEGORICAL:
-            cats = [c.strip() for c in (attrs.get("categories") or [])]
-            if not cats:
-                errors["categories"] = ["A categorical column needs its list of categories declared."]
-            elif len(set(cats)) != len(cats):
-                errors["categories"] = ["Categories must be unique."]
-            elif any(not c for c in cats):
-                errors["categories"] = ["Categories may not be blank."]
-            attrs["categories"] = cats
-        elif kind == Column.Kind.BOOLEAN:
-            if attrs.get("categories"):
-                errors["categories"] = ["Boolean columns have no categories."]
-            attrs["categories"] = []
+        # Bounds first, then categories: the two touch different keys, so every problem is reported.
+        errors = {**_bounds_errors(attrs), **_categories_errors(attrs)}
         if errors:
             raise serializers.ValidationError(errors)
         return attrs
+
+
+def _bounds_errors(attrs: dict) -> dict[str, list[str]]:
+    """A numeric column needs finite bounds, lower below upper; the other kinds have none (set to None)."""
+    kind = attrs["kind"]
+    errors: dict[str, list[str]] = {}
+    if kind != Column.Kind.NUMERIC:
+        for side in ("lower", "upper"):
+            if attrs.get(side) is not None:
+                errors[side] = [f"Only numeric columns have bounds; this column is {kind}."]
+        attrs["lower"] = attrs["upper"] = None
+        return errors
+    for side in ("lower", "upper"):
+        value = attrs.get(side)
+        if value is None:
+            errors[side] = ["A numeric column needs declared bounds; they are never read off the data."]
+        elif not math.isfinite(value):
+            errors[side] = ["Must be a finite number."]
+    if not errors and attrs["lower"] >= attrs["upper"]:
+        errors["upper"] = ["Must be greater than lower."]
+    return errors
+
+
+def _categories_errors(attrs: dict) -> dict[str, list[str]]:
+    """Only a categorical column has categories: unique, not blank, stripped (a boolean's are set to [])."""
+    kind = attrs["kind"]
+    if kind == Column.Kind.NUMERIC:
+        return {"categories": ["Only categorical columns have categories."]} if attrs.get("categories") else {}
+    if kind == Column.Kind.BOOLEAN:
+        problem = ["Boolean columns have no categories."] if attrs.get("categories") else None
+        attrs["categories"] = []
+        return {"categories": problem} if problem else {}
+    if kind != Column.Kind.CATEGORICAL:
+        return {}
+    cats = [c.strip() for c in (attrs.get("categories") or [])]
+    attrs["categories"] = cats
+    if not cats:
+        return {"categories": ["A categorical column needs its list of categories declared."]}
+    if len(set(cats)) != len(cats):
+        return {"categories": ["Categories must be unique."]}
+    if any(not c for c in cats):
+        return {"categories": ["Categories may not be blank."]}
+    return {}
 
 
 @extend_schema_serializer(component_name="DatasetMetadata")

@@ -235,6 +235,36 @@ def purchase_price(*, dataset: Dataset, epsilon: Decimal) -> Decimal:
     return (dataset.price_per_epsilon * epsilon).quantize(CREDIT_QUANTUM, rounding=ROUND_HALF_UP)
 
 
+def _purchase_epsilon(epsilon: Decimal) -> Decimal:
+    """The epsilon asked for, as a Decimal: finite, above 0, with at most 6 decimal places."""
+    epsilon = Decimal(epsilon)
+    if not epsilon.is_finite() or epsilon <= 0:
+        raise ValidationFailed(
+            "epsilon must be a finite number greater than 0.", fields={"epsilon": ["Must be greater than 0."]}
+        )
+    if epsilon != epsilon.quantize(EPSILON_QUANTUM):
+        raise ValidationFailed(
+            "epsilon has at most 6 decimal places.", fields={"epsilon": ["At most 6 decimal places."]}
+        )
+    return epsilon
+
+
+def _check_buyable(*, dataset: Dataset, buyer: User) -> None:
+    """Refuse a purchase from a draft (a 404 to anyone but its owner), a suspended or one's own dataset.
+
+    A check on the row as read, before the transaction; the conditional UPDATE in
+    :func:`purchase_create` is what guarantees the dataset is still on sale when the budget is sold.
+    """
+    if dataset.status == Dataset.Status.DRAFT:
+        if dataset.owner_id != buyer.pk:
+            raise NotFound("No such dataset.", fields={"dataset": ["No such dataset."]})
+        raise Conflict("Publish the dataset before it can be bought.", code="dataset_not_published")
+    if dataset.status == Dataset.Status.SUSPENDED:
+        raise Conflict("This dataset is suspended; no budget can be bought.", code="dataset_suspended")
+    if dataset.owner_id == buyer.pk:
+        raise Conflict("You own this dataset; owners do not buy their own budget.", code="own_dataset")
+
+
 def purchase_create(*, buyer: User, dataset_id: int, epsilon: Decimal) -> Purchase:
     """Sell ``epsilon`` of a dataset's budget to ``buyer``.
 
@@ -246,30 +276,14 @@ def purchase_create(*, buyer: User, dataset_id: int, epsilon: Decimal) -> Purcha
     """
     if not buyer.is_buyer:
         raise Forbidden("Only accounts with the buyer role can buy budget.", code="not_a_buyer")
-    epsilon = Decimal(epsilon)
-    if not epsilon.is_finite() or epsilon <= 0:
-        raise ValidationFailed(
-            "epsilon must be a finite number greater than 0.", fields={"epsilon": ["Must be greater than 0."]}
-        )
-    if epsilon != epsilon.quantize(EPSILON_QUANTUM):
-        raise ValidationFailed(
-            "epsilon has at most 6 decimal places.", fields={"epsilon": ["At most 6 decimal places."]}
-        )
-
+    epsilon = _purchase_epsilon(epsilon)
     dataset = get_or_404(
         Dataset.objects.select_related("owner"),
         message="No such dataset.",
         fields={"dataset": ["No such dataset."]},
         pk=dataset_id,
     )
-    if dataset.status == Dataset.Status.DRAFT:
-        if dataset.owner_id != buyer.pk:
-            raise NotFound("No such dataset.", fields={"dataset": ["No such dataset."]})
-        raise Conflict("Publish the dataset before it can be bought.", code="dataset_not_published")
-    if dataset.status == Dataset.Status.SUSPENDED:
-        raise Conflict("This dataset is suspended; no budget can be bought.", code="dataset_suspended")
-    if dataset.owner_id == buyer.pk:
-        raise Conflict("You own this dataset; owners do not buy their own budget.", code="own_dataset")
+    _check_buyable(dataset=dataset, buyer=buyer)
 
     price = purchase_price(dataset=dataset, epsilon=epsilon)
     with transaction.atomic():

@@ -63,21 +63,30 @@ def _coeff_bit_sizes(seal_context: Any) -> list[int]:
     return [totals[0]] + [b - a for a, b in zip(totals, totals[1:])]
 
 
-def check_bundle(directory: Path) -> dict:
-    """Check the bundle in ``directory``; return ``{"ok", "errors", "checked"}``. Imports TenSEAL lazily."""
-    errors: list[str] = []
-    checked: dict[str, Any] = {"ciphertexts": 0}
+class _BundleRefused(Exception):
+    """A check failed: ``errors`` are the child's answer, and nothing more of the bundle is read."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+def _read_manifest(directory: Path) -> dict:
+    """Read and validate manifest.json, refusing an oversized or unreadable one before parsing it."""
     manifest_path = directory / MANIFEST_FILE
     try:
         if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
-            return {"ok": False, "errors": ["manifest.json is too large."], "checked": checked}
-        manifest = validate_manifest(json.loads(manifest_path.read_text("utf-8")))
+            raise _BundleRefused(["manifest.json is too large."])
+        return validate_manifest(json.loads(manifest_path.read_text("utf-8")))
     except ManifestError as exc:
-        return {"ok": False, "errors": [f"manifest.json: {exc}"], "checked": checked}
+        raise _BundleRefused([f"manifest.json: {exc}"]) from None
     except (OSError, ValueError) as exc:
-        return {"ok": False, "errors": [f"manifest.json cannot be read: {type(exc).__name__}."], "checked": checked}
+        raise _BundleRefused([f"manifest.json cannot be read: {type(exc).__name__}."]) from None
 
-    # Sizes (and, for the context, the hash) are checked again here: the files on disk are what is read.
+
+def _check_file_sizes(directory: Path, manifest: dict) -> None:
+    """Refuse the bundle unless every file the manifest lists is on disk with the size it declares."""
+    errors = []
     for entry in manifest_files(manifest):
         path = directory / entry["file"]
         if not path.is_file():
@@ -85,46 +94,52 @@ def check_bundle(directory: Path) -> dict:
         elif path.stat().st_size != entry["bytes"]:
             errors.append(f"{entry['file']} has {path.stat().st_size} bytes; the manifest declares {entry['bytes']}.")
     if errors:
-        return {"ok": False, "errors": errors[:MAX_ERRORS], "checked": checked}
+        raise _BundleRefused(errors[:MAX_ERRORS])
 
-    # Imported here, not at the top: only after the resource limits are set, and only for a bundle whose
-    # manifest and file sizes passed, so TenSEAL never loads in a process that has not limited itself.
-    import tenseal as ts
 
+def _load_public_context(ts: Any, directory: Path, manifest: dict) -> Any:
+    """Check context.bin's hash, parse it, and refuse it if it is private or not CKKS."""
     context_bytes = (directory / CONTEXT_FILE).read_bytes()
     if hashlib.sha256(context_bytes).hexdigest() != manifest["context"]["sha256"]:
-        return {"ok": False, "errors": ["context.bin does not match its sha256 in the manifest."], "checked": checked}
+        raise _BundleRefused(["context.bin does not match its sha256 in the manifest."])
     try:
         context = ts.context_from(context_bytes)
     except Exception as exc:  # noqa: BLE001 - any failure to parse is the owner's bundle, not our bug
-        return {
-            "ok": False,
-            "errors": [f"context.bin is not a TenSEAL context (truncated or corrupt): {type(exc).__name__}."],
-            "checked": checked,
-        }
+        raise _BundleRefused(
+            [f"context.bin is not a TenSEAL context (truncated or corrupt): {type(exc).__name__}."]
+        ) from None
     del context_bytes
 
     if context.is_private() or context.has_secret_key():
         # Stop here: nothing more is read from a bundle that broke the one rule that protects the owner.
-        return {
-            "ok": False,
-            "errors": [
+        raise _BundleRefused(
+            [
                 "context.bin carries a secret key. Upload only the public context (make_context_public()); "
                 "the secret key must stay on your machine. Treat this key as exposed and encrypt again with a new one."
-            ],
-            "checked": checked,
-        }
-    seal = context.seal_context().data
-    parms = seal.key_context_data().parms()
-    scheme = parms.scheme()
+            ]
+        )
+    scheme = context.seal_context().data.key_context_data().parms().scheme()
     # The SEAL parameters report the scheme as TenSEAL's own enum; its name is the stable part.
     if getattr(scheme, "name", None) != "CKKS":
-        return {
-            "ok": False,
-            "errors": [f"context.bin uses the {getattr(scheme, 'name', scheme)} scheme; only CKKS is accepted."],
-            "checked": checked,
-        }
-    degree = parms.poly_modulus_degree()
+        raise _BundleRefused([f"context.bin uses the {getattr(scheme, 'name', scheme)} scheme; only CKKS is accepted."])
+    return context
+
+
+def _context_scale(context: Any) -> float | None:
+    try:
+        return context.global_scale
+    except Exception:  # noqa: BLE001 - TenSEAL raises when no scale was set
+        return None
+
+
+def _check_context_parameters(context: Any, manifest: dict, scale: float, checked: dict[str, Any]) -> None:
+    """Refuse a context whose parameters or keys differ from what the manifest and its job classes need.
+
+    Every mismatch is reported together; ``checked`` records the degree and bit sizes found either way.
+    """
+    errors = []
+    seal = context.seal_context().data
+    degree = seal.key_context_data().parms().poly_modulus_degree()
     if degree != manifest["poly_modulus_degree"]:
         errors.append(
             f"context.bin has poly modulus degree {degree}; the manifest says {manifest['poly_modulus_degree']}."
@@ -134,11 +149,7 @@ def check_bundle(directory: Path) -> dict:
         errors.append(
             f"context.bin has coeff modulus bit sizes {bit_sizes}; the manifest says {manifest['coeff_mod_bit_sizes']}."
         )
-    scale = 2.0 ** manifest["global_scale_bits"]
-    try:
-        context_scale = context.global_scale
-    except Exception:  # noqa: BLE001 - TenSEAL raises when no scale was set
-        context_scale = None
+    context_scale = _context_scale(context)
     if context_scale != scale:
         errors.append(
             f"context.bin has global scale {context_scale}; the manifest says 2^{manifest['global_scale_bits']}."
@@ -153,19 +164,52 @@ def check_bundle(directory: Path) -> dict:
     checked["poly_modulus_degree"] = degree
     checked["coeff_mod_bit_sizes"] = bit_sizes
     if errors:
-        return {"ok": False, "errors": errors[:MAX_ERRORS], "checked": checked}
+        raise _BundleRefused(errors[:MAX_ERRORS])
 
-    # Ciphertexts are read one at a time so that memory stays flat whatever the bundle's size.
+
+def _check_ciphertexts(
+    ts: Any, context: Any, directory: Path, manifest: dict, scale: float, checked: dict[str, Any]
+) -> list[str]:
+    """Check every ciphertext file, one at a time so that memory stays flat whatever the bundle's size.
+
+    Returns the problems found; stops reading at :data:`MAX_ERRORS` of them. ``checked`` counts the good files.
+    """
+    errors: list[str] = []
     levels = len(manifest["coeff_mod_bit_sizes"]) - 1
     for column in manifest["columns"]:
         for entry in column["files"]:
             problem = _check_ciphertext(ts, context, directory / entry["file"], manifest, levels, scale)
-            if problem:
-                errors.append(f"{entry['file']} (column {column['name']!r}): {problem}")
-                if len(errors) >= MAX_ERRORS:
-                    return {"ok": False, "errors": errors, "checked": checked}
-            else:
+            if not problem:
                 checked["ciphertexts"] += 1
+                continue
+            errors.append(f"{entry['file']} (column {column['name']!r}): {problem}")
+            if len(errors) >= MAX_ERRORS:
+                raise _BundleRefused(errors)
+    return errors
+
+
+def check_bundle(directory: Path) -> dict:
+    """Check the bundle in ``directory``; return ``{"ok", "errors", "checked"}``. Imports TenSEAL lazily.
+
+    The checks run in this order and the first that fails ends the check: the manifest, the files'
+    sizes, the context (hash, parsing, no secret key, CKKS), its parameters and keys, the ciphertexts.
+    """
+    checked: dict[str, Any] = {"ciphertexts": 0}
+    try:
+        manifest = _read_manifest(directory)
+        # Sizes (and, for the context, the hash) are checked again here: the files on disk are what is read.
+        _check_file_sizes(directory, manifest)
+
+        # Imported here, not at the top: only after the resource limits are set, and only for a bundle whose
+        # manifest and file sizes passed, so TenSEAL never loads in a process that has not limited itself.
+        import tenseal as ts
+
+        context = _load_public_context(ts, directory, manifest)
+        scale = 2.0 ** manifest["global_scale_bits"]
+        _check_context_parameters(context, manifest, scale, checked)
+        errors = _check_ciphertexts(ts, context, directory, manifest, scale, checked)
+    except _BundleRefused as refused:
+        return {"ok": False, "errors": refused.errors, "checked": checked}
     return {"ok": not errors, "errors": errors, "checked": checked}
 
 

@@ -65,13 +65,12 @@ def _missing_mask(series: pd.Series) -> np.ndarray:
     return mask
 
 
-def check_against_schema(
-    frame: pd.DataFrame, specs: list[ColumnSpec], *, clip: bool
-) -> tuple[pd.DataFrame, dict[str, int], list[str]]:
-    """Return the frame reduced to the declared columns, typed, and clipped when asked.
+class _ColumnProblem(Exception):
+    """One declared column cannot be stored; the message is the sentence listed for it."""
 
-    Raises :class:`UploadRejected` listing every problem found, column by column.
-    """
+
+def _check_header(frame: pd.DataFrame, specs: list[ColumnSpec]) -> list[str]:
+    """Return the file's own header; refuse a file missing a declared column or holding no rows."""
     problems: list[str] = []
     # The file's own header: a Parquet frame holds only the declared columns that were decoded.
     header = list(frame.attrs.get("header") or frame.columns)
@@ -87,71 +86,95 @@ def check_against_schema(
         problems.append("the file has a header but no data rows")
     if problems:
         raise UploadRejected(problems, code="missing_column" if missing else "empty_file")
+    return header
 
+
+def _numeric_column(spec: ColumnSpec, raw: pd.Series, clip: bool, clipped: dict[str, int]) -> pd.Series:
+    """Finite floats within the declared bounds; with ``clip``, values outside are clipped and counted."""
+    if pd.api.types.is_datetime64_any_dtype(raw) or pd.api.types.is_timedelta64_dtype(raw):
+        # pandas would turn these into nanosecond counts, which are not the owner's numbers.
+        raise _ColumnProblem(f"column '{spec.name}': holds dates or durations, not numbers")
+    values = raw.astype(float) if pd.api.types.is_bool_dtype(raw) else pd.to_numeric(raw, errors="coerce")
+    bad = values.isna().to_numpy() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
+    if bad.any():
+        raise _ColumnProblem(_describe(spec.name, "are not finite numbers", bad, raw))
+    values = values.astype(float)
+    outside = ((values < spec.lower) | (values > spec.upper)).to_numpy()
+    if not outside.any():
+        return values
+    if not clip:
+        raise _ColumnProblem(
+            _describe(
+                spec.name,
+                f"are outside the declared bounds [{_fmt(spec.lower)}, {_fmt(spec.upper)}]",
+                outside,
+                raw,
+            )
+            + "; correct them, widen the bounds, or ask for clipping"
+        )
+    clipped[spec.name] = int(outside.sum())
+    return values.clip(lower=spec.lower, upper=spec.upper)
+
+
+def _categorical_column(spec: ColumnSpec, raw: pd.Series) -> pd.Series:
+    """The stripped text of each cell, every one among the declared categories."""
+    text = raw.astype(str).str.strip()
+    unknown = ~text.isin(set(spec.categories)).to_numpy()
+    if unknown.any():
+        raise _ColumnProblem(_describe(spec.name, "are not among the declared categories", unknown, text))
+    return text.astype(object)
+
+
+def _boolean_column(spec: ColumnSpec, raw: pd.Series) -> pd.Series:
+    """Booleans as stored, or the words of TRUE_WORDS and FALSE_WORDS in any case."""
+    if pd.api.types.is_bool_dtype(raw):
+        return raw.astype(bool)
+    text = raw.astype(str).str.strip().str.lower()
+    is_true = text.isin(TRUE_WORDS).to_numpy()
+    is_false = text.isin(FALSE_WORDS).to_numpy()
+    bad = ~(is_true | is_false)
+    if bad.any():
+        raise _ColumnProblem(_describe(spec.name, "are not booleans (use true/false, yes/no or 1/0)", bad, raw))
+    return pd.Series(is_true, dtype=bool)
+
+
+def _checked_column(
+    frame: pd.DataFrame, header: list[str], spec: ColumnSpec, clip: bool, clipped: dict[str, int]
+) -> pd.Series:
+    """One declared column, typed; raises :class:`_ColumnProblem` with the first problem found in it."""
+    if header.count(spec.name) > 1 or isinstance(frame.get(spec.name), pd.DataFrame):
+        raise _ColumnProblem(f"column '{spec.name}' appears more than once in the file")
+    raw = frame[spec.name]
+    raw = raw.reset_index(drop=True)
+    missing_mask = _missing_mask(raw)
+    if missing_mask.any():
+        raise _ColumnProblem(_describe(spec.name, "are missing", missing_mask, raw.astype(object).fillna("")))
+    if spec.kind == "numeric":
+        return _numeric_column(spec, raw, clip, clipped)
+    if spec.kind == "categorical":
+        return _categorical_column(spec, raw)
+    if spec.kind == "boolean":
+        return _boolean_column(spec, raw)
+    # The metadata serializer only lets the three kinds through.
+    raise _ColumnProblem(f"column '{spec.name}': unknown kind {spec.kind!r}")  # pragma: no cover
+
+
+def check_against_schema(
+    frame: pd.DataFrame, specs: list[ColumnSpec], *, clip: bool
+) -> tuple[pd.DataFrame, dict[str, int], list[str]]:
+    """Return the frame reduced to the declared columns, typed, and clipped when asked.
+
+    Raises :class:`UploadRejected` listing every problem found, column by column (the first in each).
+    """
+    header = _check_header(frame, specs)
+    problems: list[str] = []
     out: dict[str, pd.Series] = {}
     clipped: dict[str, int] = {}
     for spec in specs:
-        if header.count(spec.name) > 1 or isinstance(frame.get(spec.name), pd.DataFrame):
-            problems.append(f"column '{spec.name}' appears more than once in the file")
-            continue
-        raw = frame[spec.name]
-        raw = raw.reset_index(drop=True)
-        missing_mask = _missing_mask(raw)
-        if missing_mask.any():
-            problems.append(_describe(spec.name, "are missing", missing_mask, raw.astype(object).fillna("")))
-            continue
-        if spec.kind == "numeric":
-            if pd.api.types.is_datetime64_any_dtype(raw) or pd.api.types.is_timedelta64_dtype(raw):
-                # pandas would turn these into nanosecond counts, which are not the owner's numbers.
-                problems.append(f"column '{spec.name}': holds dates or durations, not numbers")
-                continue
-            if pd.api.types.is_bool_dtype(raw):
-                values = raw.astype(float)
-            else:
-                values = pd.to_numeric(raw, errors="coerce")
-            bad = values.isna().to_numpy() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
-            if bad.any():
-                problems.append(_describe(spec.name, "are not finite numbers", bad, raw))
-                continue
-            values = values.astype(float)
-            outside = ((values < spec.lower) | (values > spec.upper)).to_numpy()
-            if outside.any():
-                if clip:
-                    clipped[spec.name] = int(outside.sum())
-                    values = values.clip(lower=spec.lower, upper=spec.upper)
-                else:
-                    problems.append(
-                        _describe(
-                            spec.name,
-                            f"are outside the declared bounds [{_fmt(spec.lower)}, {_fmt(spec.upper)}]",
-                            outside,
-                            raw,
-                        )
-                        + "; correct them, widen the bounds, or ask for clipping"
-                    )
-                    continue
-            out[spec.name] = values
-        elif spec.kind == "categorical":
-            text = raw.astype(str).str.strip()
-            unknown = ~text.isin(set(spec.categories)).to_numpy()
-            if unknown.any():
-                problems.append(_describe(spec.name, "are not among the declared categories", unknown, text))
-                continue
-            out[spec.name] = text.astype(object)
-        elif spec.kind == "boolean":
-            if pd.api.types.is_bool_dtype(raw):
-                out[spec.name] = raw.astype(bool)
-                continue
-            text = raw.astype(str).str.strip().str.lower()
-            is_true = text.isin(TRUE_WORDS).to_numpy()
-            is_false = text.isin(FALSE_WORDS).to_numpy()
-            bad = ~(is_true | is_false)
-            if bad.any():
-                problems.append(_describe(spec.name, "are not booleans (use true/false, yes/no or 1/0)", bad, raw))
-                continue
-            out[spec.name] = pd.Series(is_true, dtype=bool)
-        else:  # pragma: no cover - the metadata serializer only lets the three kinds through
-            problems.append(f"column '{spec.name}': unknown kind {spec.kind!r}")
+        try:
+            out[spec.name] = _checked_column(frame, header, spec, clip, clipped)
+        except _ColumnProblem as problem:
+            problems.append(str(problem))
     if problems:
         raise UploadRejected(problems)
     return pd.DataFrame(out), clipped, [c for c in header if c not in {s.name for s in specs}]

@@ -144,17 +144,35 @@ def _decoded_bytes(array: pa.Array | pa.ChunkedArray) -> int:
     return array.nbytes
 
 
-def _read_parquet(data: bytes, columns: list[str] | None, limits: IngestLimits) -> pd.DataFrame:
-    """Check the footer, then decode the columns asked for (all when None) batch by batch."""
+def _unreadable(exc: Exception) -> UploadRejected:
+    return UploadRejected([f"The Parquet file could not be read: {exc}"], code="unreadable_file")
+
+
+def _open_parquet(data: bytes) -> tuple[pq.ParquetFile, pa.Schema]:
+    """Parse the footer and the schema it declares; no column data is read."""
     try:
         parquet = pq.ParquetFile(io.BytesIO(data), pre_buffer=False, schema_depth_limit=SCHEMA_DEPTH_LIMIT)
         schema = parquet.schema_arrow
-    except Exception as exc:  # pyarrow raises many types for corrupt files
-        raise UploadRejected([f"The Parquet file could not be read: {exc}"], code="unreadable_file") from None
-    _check_parquet_footer(parquet.metadata, limits)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        # A corrupt footer or schema fails in pyarrow's C++ reader, whose errors arrive as ArrowException
+        # (ArrowInvalid is also a ValueError), OSError (thrift cannot decode the footer) or
+        # UnicodeDecodeError (a name or key that is not UTF-8).
+        raise _unreadable(exc) from None
+    return parquet, schema
 
-    pandas_meta = schema.pandas_metadata or {}
-    index_names = {c for c in pandas_meta.get("index_columns", []) if isinstance(c, str)}
+
+def _columns_to_decode(schema: pa.Schema, columns: list[str] | None) -> tuple[list[str], list[str]]:
+    """Return the file's column names (its pandas index aside) and those of them to decode.
+
+    A column asked for is decoded only if the file holds it once; a nested one is refused.
+    """
+    try:
+        pandas_meta = schema.pandas_metadata or {}
+    except ValueError as exc:  # the file's own JSON: a JSONDecodeError, or a UnicodeDecodeError when not UTF-8
+        raise _unreadable(exc) from None
+    # Metadata of another shape names no index here; decoding it later fails and refuses the file.
+    index_columns = pandas_meta.get("index_columns", []) if isinstance(pandas_meta, dict) else []
+    index_names = {c for c in index_columns if isinstance(c, str)} if isinstance(index_columns, list) else set()
     names = [n for n in schema.names if n not in index_names]
     wanted = names if columns is None else [c for c in dict.fromkeys(columns) if names.count(c) == 1]
     problems = []
@@ -164,44 +182,64 @@ def _read_parquet(data: bytes, columns: list[str] | None, limits: IngestLimits) 
             problems.append(f"column '{name}': holds nested values ({kind}), not one value per row")
     if problems:
         raise UploadRejected(problems)
+    return names, wanted
+
+
+def _bounded_batches(parquet: pq.ParquetFile, wanted: list[str], limits: IngestLimits) -> list[pa.RecordBatch]:
+    """Decode ``wanted`` batch by batch, refusing the file as soon as the rows or bytes decoded pass the limits."""
+    batches: list[pa.RecordBatch] = []
+    rows = decoded = 0
+    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=wanted, use_threads=False):
+        rows += batch.num_rows
+        if rows > limits.max_rows:  # the footer said fewer
+            raise _more_rows_than(limits.max_rows)
+        decoded += sum(_decoded_bytes(column) for column in batch.columns)
+        if decoded > limits.max_uncompressed_bytes:
+            raise UploadTooLarge(
+                f"The file's data is larger than {_n(limits.max_uncompressed_bytes)} bytes once "
+                "uncompressed; that is the limit.",
+                limit="uncompressed_bytes",
+                maximum=limits.max_uncompressed_bytes,
+            )
+        batches.append(batch)
+    return batches
+
+
+def _decode_parquet(
+    data: bytes, metadata: pq.FileMetaData, schema: pa.Schema, wanted: list[str], limits: IngestLimits
+) -> pd.DataFrame:
+    """Decode the ``wanted`` columns within ``limits`` into a frame of plain (not dictionary) columns."""
     # Text columns are decoded as dictionaries, so that a value repeated on every row is counted at
     # its expanded size before it is expanded.
     text_columns = [n for n in wanted if _is_text(schema.field(n).type)]
+    parquet = pq.ParquetFile(
+        io.BytesIO(data),
+        metadata=metadata,
+        pre_buffer=False,
+        read_dictionary=text_columns,
+        schema_depth_limit=SCHEMA_DEPTH_LIMIT,
+    )
+    batches = _bounded_batches(parquet, wanted, limits)
+    table = pa.Table.from_batches(batches, schema=batches[0].schema) if batches else None
+    if table is None:
+        table = pa.schema([schema.field(n) for n in wanted]).empty_table()
+    for i, field_ in enumerate(table.schema):
+        if pa.types.is_dictionary(field_.type):
+            table = table.set_column(i, field_.name, table.column(i).cast(field_.type.value_type))
+    return table.to_pandas()
 
-    batches: list[pa.RecordBatch] = []
-    rows = decoded = 0
+
+def _read_parquet(data: bytes, columns: list[str] | None, limits: IngestLimits) -> pd.DataFrame:
+    """Check the footer, then decode the columns asked for (all when None) batch by batch."""
+    parquet, schema = _open_parquet(data)
+    _check_parquet_footer(parquet.metadata, limits)
+    names, wanted = _columns_to_decode(schema, columns)
     try:
-        parquet = pq.ParquetFile(
-            io.BytesIO(data),
-            metadata=parquet.metadata,
-            pre_buffer=False,
-            read_dictionary=text_columns,
-            schema_depth_limit=SCHEMA_DEPTH_LIMIT,
-        )
-        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=wanted, use_threads=False):
-            rows += batch.num_rows
-            if rows > limits.max_rows:  # the footer said fewer
-                raise _more_rows_than(limits.max_rows)
-            decoded += sum(_decoded_bytes(column) for column in batch.columns)
-            if decoded > limits.max_uncompressed_bytes:
-                raise UploadTooLarge(
-                    f"The file's data is larger than {_n(limits.max_uncompressed_bytes)} bytes once "
-                    "uncompressed; that is the limit.",
-                    limit="uncompressed_bytes",
-                    maximum=limits.max_uncompressed_bytes,
-                )
-            batches.append(batch)
-        table = pa.Table.from_batches(batches, schema=batches[0].schema) if batches else None
-        if table is None:
-            table = pa.schema([schema.field(n) for n in wanted]).empty_table()
-        for i, field_ in enumerate(table.schema):
-            if pa.types.is_dictionary(field_.type):
-                table = table.set_column(i, field_.name, table.column(i).cast(field_.type.value_type))
-        frame = table.to_pandas()
+        frame = _decode_parquet(data, parquet.metadata, schema, wanted, limits)
     except UploadTooLarge:
         raise
-    except Exception as exc:  # pyarrow raises many types for corrupt files
-        raise UploadRejected([f"The Parquet file could not be read: {exc}"], code="unreadable_file") from None
+    except Exception as exc:  # noqa: BLE001 (to_pandas interprets the file's own pandas metadata in Python, and crafted metadata raises KeyError, TypeError, AttributeError, ...)
+        raise _unreadable(exc) from None
     # The file's own column names, in order, for the checks (missing, repeated, ignored columns).
     frame.attrs["header"] = names
     return frame
