@@ -2,7 +2,7 @@
 schema makes that the engines would not (:func:`query_form_errors`).
 
 Each shape lists what a DP dataset (compute/engines/dp ``parse_query``) and an HE dataset
-(cloakroom_client/protocol/he_plan.py ``plan``) read. Whether a query fits the purchased dataset (its
+(cloakroom_client/protocol/he_plan ``plan``) read. Whether a query fits the purchased dataset (its
 column names, kinds and categories) is checked by the job kind, which names the field.
 """
 

@@ -170,7 +170,7 @@ MEDIA_ROOT = STORAGES["default"]["OPTIONS"]["location"]
 
 # Upload limits. Django's own memory limit is kept low so large uploads spool to a temporary file.
 CLOAKROOM_MAX_UPLOAD_BYTES = env_int("CLOAKROOM_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
-# The table a dataset upload may describe, checked before its data is parsed (marketplace/ingest.py,
+# The table a dataset upload may describe, checked before its data is parsed (marketplace/ingest/limits.py,
 # docs/RELIABILITY.md): a small compressed file can declare millions of rows or columns.
 CLOAKROOM_MAX_UPLOAD_ROWS = env_int("CLOAKROOM_MAX_UPLOAD_ROWS", 1_000_000)
 CLOAKROOM_MAX_UPLOAD_COLUMNS = env_int("CLOAKROOM_MAX_UPLOAD_COLUMNS", 1_000)
@@ -337,7 +337,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    # Tag descriptions come from config/openapi.py; enum names for the choice sets that share a field name.
+    # Tag descriptions come from config/openapi/operations.py; enum names for the choice sets that share a field name.
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.openapi.postprocess_schema"],
     "ENUM_NAME_OVERRIDES": {
         "JobKindEnum": ["query"],
