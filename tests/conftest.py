@@ -13,6 +13,10 @@ from accounts.services import api_key_create
 from config.celery_app import app as celery_app
 from tests.factories import DatasetFactory, UserFactory
 
+# Fixtures that tests in several folders share (HE bundles, the HE dataset and its purchase, the DP
+# dataset and its purchase), loaded as plugins so that every test finds them wherever it lives.
+pytest_plugins = ["tests.fixtures.he_bundles", "tests.fixtures.he_jobs", "tests.fixtures.dp_jobs"]
+
 PASSWORD = "correct horse battery 42"
 
 

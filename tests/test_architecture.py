@@ -43,7 +43,7 @@ OWNER_SIDE_EXCEPTIONS = {
 # Imports kept inside a function on purpose, each with its reason.
 DELIBERATELY_LAZY = {
     # `cloakroom he publish` on an installation without the upload module says so in a sentence
-    # instead of failing to start (tests/he/test_encrypt.py).
+    # instead of failing to start (tests/cloakroom_client/he/test_encrypt.py).
     ("cloakroom_client.cli.bundles", "cloakroom_client.upload"),
 }
 NO_DJANGO = ("cloakroom_client", "compute.engines")

@@ -1,7 +1,7 @@
 """Reliability (docs/RELIABILITY.md) in one process: what the submission, the heartbeat and the sweeper
 do when the broker refuses a task, a worker stops beating, or deliveries keep being dropped. The same
-with real processes is in test_reliability_broker_outage, test_reliability_worker_crash and
-test_reliability_deliveries."""
+with real processes is in tests/integration: test_reliability_broker_outage, test_reliability_worker_crash
+and test_reliability_deliveries."""
 
 from __future__ import annotations
 

@@ -21,10 +21,10 @@ from django.conf import settings
 
 from accounts.services import api_key_create
 from marketplace.models import Column, Dataset
+from tests.config.test_hardening_request_size import ENDPOINTS
 from tests.factories import DatasetFactory, UserFactory
 from tests.integration.live import ProcessPool, live_database_url, site_env, start_web
 from tests.marketplace.test_api_datasets import METADATA
-from tests.test_hardening_request_size import ENDPOINTS
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 TIMEOUT = 60

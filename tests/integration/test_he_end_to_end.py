@@ -28,7 +28,7 @@ from cloakroom_client import Client, CloakroomError
 from cloakroom_client import he as client_he
 from cloakroom_client.protocol.escrow import new_kek
 from cloakroom_client.upload import publish_bundle
-from tests.he.conftest import build_bundle, public_bytes, reseal, secret_markers
+from tests.fixtures.he_bundles import build_bundle, public_bytes, reseal, secret_markers
 from tests.integration.live import (
     REPO_ROOT,
     ProcessPool,

@@ -16,8 +16,8 @@ from compute.kinds.he_query.key_holder import escrow_release
 from compute.models import Job
 from marketplace.he import ESCROW_FILE
 from marketplace.models import Dataset, LedgerEntry
-from tests.he.conftest import secret_markers
-from tests.he.jobs_fixtures import submit
+from tests.fixtures.he_bundles import secret_markers
+from tests.fixtures.he_jobs import submit
 
 pytestmark = pytest.mark.django_db
 

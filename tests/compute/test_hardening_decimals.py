@@ -17,7 +17,7 @@ import pytest
 from compute.models import Job
 from marketplace.models import Dataset, LedgerEntry, Purchase
 from marketplace.services import purchase_create
-from tests.compute.conftest import api, dp_dataset  # noqa: F401 - fixtures
+from tests.fixtures.dp_jobs import api, dp_dataset  # noqa: F401 - fixtures
 from tests.marketplace.test_api_datasets import GOOD_CSV, METADATA, upload
 
 pytestmark = pytest.mark.django_db

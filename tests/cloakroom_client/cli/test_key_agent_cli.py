@@ -30,9 +30,9 @@ from cloakroom_client.protocol import he_plan
 from cloakroom_client.protocol.ckks import decrypt_sum
 from cloakroom_client.protocol.release_spec import release_spec_fingerprint
 from compute.engines.he import encrypted_sum
-from tests.he.conftest import secret_markers
+from tests.fixtures.he_bundles import secret_markers
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 API_KEY = "ck_owner_test_key"
 PAGE_SIZE = 2
 

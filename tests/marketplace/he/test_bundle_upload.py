@@ -21,7 +21,7 @@ from cloakroom_client import upload as upload_module
 from cloakroom_client.upload import publish_bundle
 from marketplace.models import Column, Dataset
 from tests.factories import UserFactory
-from tests.he.conftest import Bundle, make_context, public_bytes, reseal, secret_markers
+from tests.fixtures.he_bundles import Bundle, make_context, public_bytes, reseal, secret_markers
 
 pytestmark = pytest.mark.django_db
 

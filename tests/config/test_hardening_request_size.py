@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from tests.test_error_shape import assert_error_shape
+from tests.config.test_error_shape import assert_error_shape
 
 pytestmark = pytest.mark.django_db
 

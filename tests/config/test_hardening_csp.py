@@ -17,7 +17,7 @@ from django.test import Client, override_settings
 from config.middleware import HEADER, REPORT_ONLY_HEADER, csp_hash, inline_hashes, render_policy
 
 pytestmark = pytest.mark.django_db
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 POLICY = render_policy(settings.CONTENT_SECURITY_POLICY)
 
 

@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from cloakroom_client.he import ledger_path, write_policy
-from tests.he.test_key_agent_cli import (
+from tests.cloakroom_client.cli.test_key_agent_cli import (
     API_KEY,
     ROOT,
     ContractServer,

@@ -17,7 +17,7 @@ from cloakroom_client.protocol.release import noisy_values
 from compute.models import Job, JobPart
 from compute.services import jobs_sweep
 from marketplace.models import Dataset, LedgerEntry
-from tests.he.jobs_fixtures import ROWS, EncryptedTable, submit
+from tests.fixtures.he_jobs import ROWS, EncryptedTable, submit
 
 pytestmark = pytest.mark.django_db
 
