@@ -119,7 +119,7 @@ def _encrypt(args: argparse.Namespace) -> int:
 
 def _publish(args: argparse.Namespace, client: Client) -> int:
     # Imported here, and not at the top, for one reason only: an installation whose client has no
-    # upload module yet must say so in a sentence (tests/he/test_encrypt.py checks it), not fail to start.
+    # upload module yet must say so in a sentence (tests/cloakroom_client/he/test_encrypt.py checks it), not fail to start.
     try:
         from cloakroom_client.upload import publish_bundle
     except ImportError:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 AGGREGATES = ("sum", "sum_of_squares", "dot", "products", "triple_products")
 MULTIPLYING = ("sum_of_squares", "dot", "products", "triple_products")
 
-# Measured with TenSEAL 0.3.18 (tests/he/test_engine.py checks it): a fresh ciphertext's error in
+# Measured with TenSEAL 0.3.18 (tests/compute/engines/he/test_engine.py checks it): a fresh ciphertext's error in
 # one slot has a standard deviation of 0.168 * N / scale, whatever the value's size, and the slots'
 # errors are close to independent (summing a whole ciphertext's slots gives sqrt(slots) times the
 # one-slot deviation). The bound below doubles it for safety.

@@ -1,4 +1,4 @@
-"""Unit tests of marketplace/ingest.py: pure functions on bytes and declarations, no database."""
+"""Unit tests of marketplace/ingest/ (the package): pure functions on bytes and declarations, no database."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""HE jobs without Django: the planner (compute/engines/he_jobs.py) and the workers' aggregation
-(compute/engines/he.py aggregate_part) over a bundle made by the owner CLI's encrypt_csv, decrypted
+"""HE jobs without Django: the server plan (compute/engines/he/plan.py) and the workers' aggregation
+(compute/engines/he/aggregate.py aggregate_part) over a bundle made by the owner CLI's encrypt_csv, decrypted
 with the key holder's code. Components are checked before noise, against the plaintext truth, within
 the CKKS error bound the plan states; noise is the key holder's and is tested with it."""
 
