@@ -31,7 +31,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        call_command("migrate", interactive=False, verbosity=options["verbosity"], stdout=self.stdout)
+        # migrate writes "Applying ..." and "OK" on one line in two writes, so it gets the real stdout,
+        # not this command's wrapper (which would end each write with a newline).
+        call_command("migrate", interactive=False, verbosity=options["verbosity"])
         self.collect_static(force=options["force_collectstatic"])
         call_command("seed_demo", stdout=self.stdout, stderr=self.stderr)
 
