@@ -31,7 +31,7 @@ MANAGE := $(BIN)/honcho -e $(DEMO_ENV) run $(BIN)/python manage.py
 # gunicorn and celery in the Procfile come from the virtual environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help venv demo demo-init migrate seed test screenshots services lint mypy fmt clean distclean
+.PHONY: help venv demo demo-init migrate seed password test screenshots services lint mypy fmt clean distclean
 
 help: ## List the targets
 	@echo "Cloakroom: make demo (run it with demo data), make test (lint and every test)."
@@ -57,21 +57,30 @@ demo-init: venv ## Write var/demo.env (secrets for the demo) unless it exists
 	@# what writes the key, so it alone runs with DEBUG=true. It only writes the file.
 	DEBUG=true $(BIN)/python manage.py demo_init
 
+# make demo writes the file only when it is missing, so a second start spends no process on it.
+$(DEMO_ENV): | venv
+	DEBUG=true $(BIN)/python manage.py demo_init
+
 migrate: demo-init ## Apply database migrations to the demo database
 	$(MANAGE) migrate --noinput
 
 seed: migrate ## Create the demo accounts and datasets (safe to re-run)
 	$(MANAGE) seed_demo
 
-demo: migrate ## Run the demo (web, worker, beat) on http://127.0.0.1:8000/ or PORT; Ctrl-C stops it
-	$(MANAGE) collectstatic --noinput --verbosity 0
-	$(MANAGE) seed_demo
+password: $(DEMO_ENV) ## Set a new password for a demo account: make password ACCOUNT=demo-buyer
+	@test -n '$(ACCOUNT)' || { echo "Name the account: make password ACCOUNT=demo-buyer (or demo-owner, admin)" >&2; exit 2; }
+	$(MANAGE) changepassword '$(ACCOUNT)'
+
+demo: venv $(DEMO_ENV) ## Run the demo (web, worker, beat) on http://127.0.0.1:8000/ or PORT; Ctrl-C stops it
+	@# One process migrates, collects the static files when they changed, and seeds: each command run
+	@# on its own would import Django and the project again (marketplace/management/commands/demo_setup.py).
+	$(MANAGE) demo_setup
 	@echo
 	@echo "================================================================================"
 	@echo " Cloakroom demo: http://127.0.0.1:$(PORT)/"
 	@echo " Log in as demo-buyer, demo-owner or admin with the passwords printed above by"
 	@echo " seed_demo. They are shown only on the first run; on later runs reset one with"
-	@echo "   $(MANAGE) changepassword demo-buyer"
+	@echo "   $(if $(CLOAKROOM_VAR_DIR),CLOAKROOM_VAR_DIR=$(CLOAKROOM_VAR_DIR) )make password ACCOUNT=demo-buyer"
 	@echo " API docs: http://127.0.0.1:$(PORT)/api/docs/    Admin: http://127.0.0.1:$(PORT)/admin/"
 	@echo "================================================================================"
 	@echo

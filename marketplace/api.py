@@ -126,8 +126,9 @@ class DatasetPublishApi(APIView):
     @openapi.api_operation(
         tag="datasets",
         summary="Publish a dataset",
-        description="The owner puts a draft (or a suspended dataset) on sale. A 409 when it cannot be: an HE "
-        "bundle that is not ready yet, for one.",
+        description="The owner puts a draft (or a dataset they suspended) on sale. A 409 when it cannot be: "
+        "`already_published` when it is on sale already (nothing changes), `dataset_suspended` when an "
+        "administrator suspended it, `bundle_not_ready` for an HE bundle that is not complete and checked.",
         request=None,
         responses={200: DatasetOutputSerializer},
         errors=[401, 403, 404, 409],

@@ -178,19 +178,44 @@ def _owned(owner: User, dataset_id: int) -> Dataset:
 
 @transaction.atomic
 def dataset_publish(*, owner: User, dataset_id: int) -> Dataset:
+    """The owner puts a draft, or a dataset they suspended themselves, on sale.
+
+    Publishing a dataset that is already on sale is a 409 (``already_published``) rather than a quiet
+    200: a script that publishes the wrong id then learns it did nothing, instead of believing its own
+    upload is in the catalogue.
+    """
     dataset = _owned(owner, dataset_id)
+    _check_publishable(dataset)
+    now = timezone.now()
+    if dataset.status == Dataset.Status.SUSPENDED:
+        # The owner's own suspension: publishing lifts it.
+        changed = Dataset.objects.filter(
+            pk=dataset.pk, status=Dataset.Status.SUSPENDED, suspended_by_owner=True
+        ).update(status=Dataset.Status.PUBLISHED, suspended_by_owner=False, updated_at=now)
+    else:
+        changed = Dataset.objects.filter(pk=dataset.pk, status=Dataset.Status.DRAFT).update(
+            status=Dataset.Status.PUBLISHED, published_at=now, updated_at=now
+        )
+    dataset.refresh_from_db()
+    if not changed:
+        # Another request changed the status between the read and the conditional UPDATE.
+        _check_publishable(dataset)
+    return dataset
+
+
+def _check_publishable(dataset: Dataset) -> None:
+    """Raise the 409 that says why ``dataset`` cannot be published now, if it cannot."""
+    if dataset.status == Dataset.Status.PUBLISHED:
+        raise Conflict(
+            f"Dataset {dataset.pk} is already published: it is in the catalogue, and publishing it again "
+            "changes nothing.",
+            code="already_published",
+        )
     if dataset.status == Dataset.Status.SUSPENDED and not dataset.suspended_by_owner:
         raise Conflict(
             "This dataset was suspended by an administrator and cannot be published again by its owner.",
             code="dataset_suspended",
         )
-    if dataset.status == Dataset.Status.SUSPENDED:
-        # The owner's own suspension: publishing lifts it.
-        Dataset.objects.filter(pk=dataset.pk, status=Dataset.Status.SUSPENDED, suspended_by_owner=True).update(
-            status=Dataset.Status.PUBLISHED, suspended_by_owner=False, updated_at=timezone.now()
-        )
-        dataset.refresh_from_db()
-        return dataset
     if dataset.mode == Dataset.Mode.HE and dataset.bundle_status != Dataset.BundleStatus.READY:
         # An HE dataset is only worth buying once its whole bundle has arrived and passed the check.
         raise Conflict(
@@ -198,12 +223,6 @@ def dataset_publish(*, owner: User, dataset_id: int) -> Dataset:
             "upload every file and complete it first.",
             code="bundle_not_ready",
         )
-    if dataset.status == Dataset.Status.DRAFT:
-        Dataset.objects.filter(pk=dataset.pk, status=Dataset.Status.DRAFT).update(
-            status=Dataset.Status.PUBLISHED, published_at=timezone.now(), updated_at=timezone.now()
-        )
-        dataset.refresh_from_db()
-    return dataset
 
 
 def dataset_suspend(*, owner: User, dataset_id: int) -> Dataset:

@@ -158,7 +158,10 @@ def _owner_status_change(request: HttpRequest, dataset_id: int, change, outcome:
     except NotFound:
         raise Http404("No such dataset.") from None
     except ServiceError as exc:
-        messages.error(request, exc.message)
+        # A second click, or a stale tab, asks for the state the dataset is in already: that is news,
+        # not a failure.
+        level = messages.INFO if exc.code == "already_published" else messages.ERROR
+        messages.add_message(request, level, exc.message)
         return redirect("dataset-detail", dataset_id=dataset_id)
     messages.success(request, f"“{dataset.title}” {outcome}")
     return redirect("dataset-detail", dataset_id=dataset.pk)

@@ -148,11 +148,12 @@ def test_the_owner_publishes_a_draft(owner_client):
     assert dataset.status == Dataset.Status.PUBLISHED and dataset.published_at is not None
 
 
-def test_publishing_twice_changes_nothing(owner_client):
+def test_publishing_twice_changes_nothing_and_the_second_time_is_a_409(owner_client):
     dataset_id = upload(owner_client, GOOD_CSV).json()["id"]
     first = owner_client.post(f"{URL}{dataset_id}/publish/").json()["published_at"]
     second = owner_client.post(f"{URL}{dataset_id}/publish/")
-    assert second.status_code == 200 and second.json()["published_at"] == first
+    assert second.status_code == 409 and second.json()["error"]["code"] == "already_published"
+    assert owner_client.get(f"{URL}{dataset_id}/").json()["published_at"] == first
 
 
 def test_another_user_cannot_publish_a_draft_and_gets_404(owner_client, outsider_client):

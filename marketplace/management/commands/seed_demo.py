@@ -47,6 +47,7 @@ from cloakroom_client.protocol.bundle import manifest_files
 from config.exceptions import ServiceError
 from marketplace import selectors
 from marketplace.he import services as he_services
+from marketplace.management.demo import manage_command
 from marketplace.models import Dataset
 from marketplace.services import DatasetInput, dataset_create, dataset_publish
 
@@ -360,10 +361,10 @@ class Command(BaseCommand):
             for username, role, password in created:
                 out.write(f"  {username:<12} {role:<24} password: {password}")
         if existing:
-            out.write(
-                f"Already there, passwords unchanged: {', '.join(existing)}. "
-                "To set a new one: python manage.py changepassword <username>"
-            )
+            # A command that works as printed: with the demo's settings file when there is one.
+            account = DEMO_BUYER if DEMO_BUYER in existing else existing[0]
+            out.write(f"Already there, passwords unchanged: {', '.join(existing)}. To set a new one for {account}:")
+            out.write(f"  {manage_command('changepassword', account)}")
         out.write(f"  demo-buyer's wallet: {wallet_balance(user=buyer)} credits")
         out.write("")
         out.write("Demo datasets:")
