@@ -8,6 +8,7 @@ from __future__ import annotations
 from tests.e2e.helpers import (
     E2E,
     PHONE,
+    REPO_ROOT,
     api_buy,
     api_headers,
     api_publish_dataset,
@@ -19,6 +20,19 @@ from tests.e2e.phone import INTERVAL_LABELS, check_tables
 from tests.e2e.test_buyer_journey import clinic_csv, metadata
 
 pytestmark = E2E
+
+# Every template that draws a table, and the page of the test below that shows it.
+TABLE_TEMPLATES = {
+    "accounts/api_keys.html": "/accounts/keys/",
+    "accounts/wallet.html": "/accounts/wallet/",
+    "compute/_jobs_table.html": "/jobs/",
+    "compute/_result.html": "/jobs/<id>/ (interval, histogram and quantile answers)",
+    "marketplace/dashboard.html": "/dashboard/",
+    "marketplace/dataset_detail.html": "/datasets/<id>/",
+    "marketplace/my_datasets.html": "/datasets/mine/",
+    "marketplace/my_purchases.html": "/purchases/",
+    "marketplace/purchase_detail.html": "/purchases/<id>/",
+}
 
 QUERIES = {
     "interval": {"aggregate": "mean", "column": "age", "group_by": ["region", "smoker"]},
@@ -64,3 +78,9 @@ def test_every_table_keeps_its_words_whole_at_phone_width(live_site, new_page):
     check_tables(owner_page, f"/datasets/{dataset['id']}/", tables=1)
     check_tables(owner_page, "/accounts/wallet/", tables=1)  # the sale's credit
     check_tables(owner_page, "/accounts/keys/", tables=1)
+
+
+def test_every_template_with_a_table_is_visited_above():
+    templates = REPO_ROOT / "templates"
+    with_tables = {str(p.relative_to(templates)) for p in templates.rglob("*.html") if "<table" in p.read_text()}
+    assert with_tables == set(TABLE_TEMPLATES), "add the new table's page to the phone test"
