@@ -21,6 +21,11 @@ AGGREGATE_NAMES = {
 }
 # Horizontal room kept free on both sides of a chart so that dots and whiskers at the ends show whole.
 _LEFT, _RIGHT = 3.0, 97.0
+# An interval chart draws its data in a narrower band: the labels of the whisker ends run outwards
+# from them and need about 60 px (a number such as "12,345.67") on a 340 px phone screen.
+_INTERVAL_LEFT, _INTERVAL_RIGHT = 18.0, 82.0
+# The height of one group's row in an interval chart: its label, its whisker, the numbers of its ends.
+_INTERVAL_ROW = 60
 
 
 def fmt(value: Any) -> str:
@@ -88,8 +93,8 @@ def describe_query(spec: dict[str, Any]) -> str:
     return text
 
 
-def _scale(low: float, high: float):
-    """A map from the data range onto the chart's horizontal percentages."""
+def _scale(low: float, high: float, left: float = _LEFT, right: float = _RIGHT):
+    """A map from the data range onto the chart's horizontal percentages, ``left`` to ``right``."""
     if not (math.isfinite(low) and math.isfinite(high)):
         low, high = 0.0, 1.0
     if high <= low:
@@ -101,7 +106,7 @@ def _scale(low: float, high: float):
     span = high - low
 
     def x(value: float) -> float:
-        return round(_LEFT + (value - low) / span * (_RIGHT - _LEFT), 3)
+        return round(left + (value - low) / span * (right - left), 3)
 
     return x, low, high
 
@@ -118,37 +123,39 @@ def result_view(result: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _intervals(groups: list[dict[str, Any]]) -> dict[str, Any]:
-    """One row per group: a line from the interval's low end to its high end, a dot at the value."""
+    """One row per group: a line from the interval's low end to its high end, a dot at the value,
+    and each end labelled with the interval's own number, the very string the table prints.
+
+    There is no axis with ticks: ticks at the axis ends sat under the whisker ends and read as the
+    interval although they were the padded range of the chart. The low end's label runs leftwards
+    from its whisker and the high end's rightwards, so the two never overlap however narrow the
+    interval; the data are drawn between _INTERVAL_LEFT and _INTERVAL_RIGHT to leave them room.
+    """
     points = []
     for g in groups:
-        ci = g.get("ci95") or [g["value"], g["value"]]
-        points += [ci[0], ci[1], g["value"]]
-    x, low, high = _scale(min(points, default=0.0), max(points, default=1.0))
+        points += [g["value"], *(g.get("ci95") or [])]
+    x, _, _ = _scale(min(points, default=0.0), max(points, default=1.0), _INTERVAL_LEFT, _INTERVAL_RIGHT)
     rows = []
     for i, g in enumerate(groups):
-        ci = g.get("ci95") or [g["value"], g["value"]]
+        ci = g.get("ci95")
+        ends = ci or [g["value"], g["value"]]
+        top = i * _INTERVAL_ROW
         rows.append(
             {
                 "label": group_label(g.get("key")),
                 "value": fmt(g["value"]),
-                "low": fmt(ci[0]),
-                "high": fmt(ci[1]),
-                "x_low": x(ci[0]),
-                "x_high": x(ci[1]),
+                "has_interval": bool(ci),
+                "low": fmt(ci[0]) if ci else fmt(None),
+                "high": fmt(ci[1]) if ci else fmt(None),
+                "x_low": x(ends[0]),
+                "x_high": x(ends[1]),
                 "x_value": x(g["value"]),
-                "y_label": i * 44 + 14,
-                "y_line": i * 44 + 30,
+                "y_label": top + 14,
+                "y_line": top + 30,
+                "y_ends": top + 50,
             }
         )
-    return {
-        "kind": "interval",
-        "rows": rows,
-        "height": len(rows) * 44 + 22,
-        "axis_y": len(rows) * 44 + 4,
-        "axis_text_y": len(rows) * 44 + 19,
-        "axis_low": fmt(low),
-        "axis_high": fmt(high),
-    }
+    return {"kind": "interval", "rows": rows, "height": len(rows) * _INTERVAL_ROW}
 
 
 def _histogram(group: dict[str, Any]) -> dict[str, Any]:

@@ -55,7 +55,7 @@ def live_site(django_db_setup, django_db_blocker, tmp_path_factory) -> LiveSite:
             {**env, "CLOAKROOM_FAULT_JOB_DELAY_SECONDS": JOB_DELAY_SECONDS},
         )
         pool.wait_until("the Celery worker to be ready", lambda: worker_is_ready(worker), timeout=60)
-        yield LiveSite(url=url, pool=pool)
+        yield LiveSite(url=url, pool=pool, env=env)
     finally:
         pool.stop_all()
         # pytest shows this only for a failing test, which is when the logs are wanted.

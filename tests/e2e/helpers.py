@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -21,9 +21,12 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-background-networking"]
 DESKTOP = (1280, 800)
 PHONE = (375, 740)
-# Screenshots go to var/screenshots (ignored by git) unless CLOAKROOM_SCREENSHOT_DIR says otherwise;
-# `make screenshots` runs the browser tests with it set to docs/screenshots, the ones the README shows.
-SCREENSHOTS = Path(os.environ.get("CLOAKROOM_SCREENSHOT_DIR") or REPO_ROOT / "var" / "screenshots")
+# The journeys' screenshots, for a person to look at, go to var/screenshots (ignored by git). The
+# README's go to var/screenshots/readme unless CLOAKROOM_SCREENSHOT_DIR says otherwise: `make
+# screenshots` sets it to docs/screenshots, and only the demo tour (test_demo_screenshots.py, on
+# seed_demo's data) writes there, so the README never shows a test's made-up data.
+SCREENSHOTS = REPO_ROOT / "var" / "screenshots"
+README_SCREENSHOTS = Path(os.environ.get("CLOAKROOM_SCREENSHOT_DIR") or SCREENSHOTS / "readme")
 PASSWORD = "a long and unguessable passphrase 1842"
 HTTP_TIMEOUT = 30
 
@@ -32,15 +35,18 @@ HTTP_TIMEOUT = 30
 class LiveSite:
     url: str
     pool: ProcessPool
+    # The web server's environment (database, storage, secrets), for a management command that
+    # must act on the same site, such as seed_demo.
+    env: dict[str, str] = field(default_factory=dict)
 
     def api(self, path: str) -> str:
         return f"{self.url}/api/v1/{path.lstrip('/')}"
 
 
-def screenshot(page, name: str, element: str | None = None) -> Path:
-    """Save a screenshot of the visible page, or of one element of it, in SCREENSHOTS."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / name
+def screenshot(page, name: str, element: str | None = None, folder: Path = SCREENSHOTS) -> Path:
+    """Save a screenshot of the visible page, or of one element of it, in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
     if element:
         page.locator(element).screenshot(path=str(path))
     else:

@@ -25,6 +25,7 @@ from tests.e2e.helpers import (
     sign_up,
     wait_for_text,
 )
+from tests.e2e.phone import INTERVAL_LABELS
 
 pytestmark = E2E
 
@@ -211,6 +212,10 @@ def test_a_buyer_finds_buys_estimates_runs_and_downloads(live_site, new_page, tm
         assert number(low) <= number(value) <= number(high)
     assert sorted(shown) == sorted(REGIONS)
     assert page.locator("svg.interval-chart circle.chart-value").count() == 4
+    # Each whisker end is labelled with its interval's end, as the table prints it, inside the chart.
+    labels = page.evaluate(INTERVAL_LABELS)
+    assert (labels["low"], labels["high"]) == (labels["table_low"], labels["table_high"]) and len(labels["low"]) == 4
+    assert labels["inside"] and not labels["overlaps"], labels
     receipt = page.locator(".receipt").inner_text()
     assert "ε charged\n1" in receipt.replace("\t", "\n")
     assert "Laplace" in receipt
