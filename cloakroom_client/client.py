@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import json
-import sys
+import os
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -13,9 +12,13 @@ from urllib.parse import quote
 
 import requests
 
+from cloakroom_client.credentials import save_key, saved_key
+from cloakroom_client.frames import DATASET_COLUMNS, PURCHASE_COLUMNS, csv_frame, records_frame
+from cloakroom_client.progress import StatusLine, job_status_text
 from cloakroom_client.protocol.escrow import escrow_secret_bytes, seal
 
 DEFAULT_TIMEOUT = 30.0
+FINISHED = ("released", "failed", "cancelled")
 
 
 class CloakroomError(Exception):
@@ -108,19 +111,65 @@ class Client:
 
     @classmethod
     def create_api_key(cls, url: str, *, username: str, password: str, name: str = "sdk") -> str:
-        """Create an API key with a username and password (HTTP Basic); returns the key, shown once."""
+        """Create an API key with a username and password (HTTP Basic); returns the key, shown once.
+
+        Each call makes another key: a script run again and again should use :meth:`login`."""
+        return cls.new_api_key(url, username=username, password=password, name=name)["key"]
+
+    @classmethod
+    def new_api_key(cls, url: str, *, username: str, password: str, name: str = "sdk") -> dict:
+        """Create an API key (HTTP Basic); returns ``{"id", "name", "prefix", "key"}``."""
         client = cls(url)
         client.session.auth = (username, password)
-        return client._request("POST", "api-keys/", json={"name": name})["key"]
+        return client._request("POST", "api-keys/", json={"name": name})
+
+    @classmethod
+    def login(
+        cls,
+        url: str,
+        *,
+        username: str,
+        password: str,
+        name: str = "sdk",
+        credentials: str | os.PathLike | None = None,
+    ) -> Client:
+        """A client for ``username`` that reuses the key saved for that user and server.
+
+        A key is created (with the password) only when none is saved or the server refuses the saved
+        one (revoked); the new key is saved, mode 0600, in ``credentials`` (default
+        ``$CLOAKROOM_CREDENTIALS`` or ``~/.cloakroom/credentials.json``, see
+        :mod:`cloakroom_client.credentials`).
+        """
+        saved = saved_key(url, username, credentials)
+        if saved is not None:
+            client = cls(url, saved["key"])
+            try:
+                if client.me().get("username") == username:
+                    save_key(url, username=username, key=saved["key"], key_id=saved["id"], path=credentials)
+                    return client
+            except CloakroomError as exc:
+                if exc.status not in (401, 403):
+                    raise
+        created = cls.new_api_key(url, username=username, password=password, name=name)
+        save_key(url, username=username, key=created["key"], key_id=created.get("id"), path=credentials)
+        return cls(url, created["key"])
+
+    def revoke_api_key(self, key_id: int) -> None:
+        """Revoke one of the caller's API keys (``DELETE /api/v1/api-keys/{id}/``)."""
+        self._request("DELETE", f"api-keys/{int(key_id)}/")
 
     def me(self) -> dict:
         return self._request("GET", "me/")
 
     # -- catalogue and purchases ---------------------------------------------------------------
 
-    def datasets(self, *, search: str | None = None, mode: str | None = None, mine: bool | None = None) -> list[dict]:
-        """Every dataset the caller may see (all pages)."""
-        return list(self._pages("datasets/", {"search": search, "mode": mode, "mine": mine}))
+    def datasets(
+        self, *, search: str | None = None, mode: str | None = None, mine: bool | None = None, as_frame: bool = False
+    ):
+        """Every dataset the caller may see (all pages): a list of dicts, or with ``as_frame`` a pandas
+        DataFrame, one row per dataset (budget and money as Decimal, times as timestamps)."""
+        rows = list(self._pages("datasets/", {"search": search, "mode": mode, "mine": mine}))
+        return records_frame(rows, DATASET_COLUMNS) if as_frame else rows
 
     def dataset(self, dataset_id: int) -> dict:
         return self._request("GET", f"datasets/{int(dataset_id)}/")
@@ -142,8 +191,11 @@ class Client:
         """Buy an allotment of a dataset's epsilon. Raises CloakroomError 409 when too little is left."""
         return self._request("POST", "purchases/", json={"dataset": int(dataset_id), "epsilon": str(epsilon)})
 
-    def purchases(self) -> list[dict]:
-        return list(self._pages("purchases/"))
+    def purchases(self, *, as_frame: bool = False):
+        """The caller's purchases (all pages), with what is spent and left of each: a list of dicts, or
+        with ``as_frame`` a pandas DataFrame, one row per purchase."""
+        rows = list(self._pages("purchases/"))
+        return records_frame(rows, PURCHASE_COLUMNS) if as_frame else rows
 
     def purchase(self, purchase_id: int) -> dict:
         return self._request("GET", f"purchases/{int(purchase_id)}/")
@@ -211,28 +263,34 @@ class Client:
     def wait(self, job: int | dict, *, timeout: float = 300.0, poll: float = 0.5, progress: bool = True) -> dict:
         """Poll until the job is released, failed or cancelled; returns the job.
 
-        With ``progress`` a one-line status (elapsed time and state) is kept up to date on stderr.
-        Raises ``TimeoutError`` when the job is still open after ``timeout`` seconds.
+        With ``progress`` a status line (state, elapsed time, and a bar of the parts done for an HE job)
+        is kept up to date on stderr, and ended with a newline however the wait ends. Raises
+        ``TimeoutError`` when the job is still open after ``timeout`` seconds.
         """
         job_id = job["id"] if isinstance(job, dict) else int(job)
         start = time.monotonic()
         delay = poll
-        while True:
-            current = self.job(job_id)
-            elapsed = time.monotonic() - start
-            if progress:
-                sys.stderr.write(f"\rjob {job_id}: {current['status']:<12} {elapsed:6.1f}s")
-                sys.stderr.flush()
-            if current["status"] in ("released", "failed", "cancelled"):
-                if progress:
-                    sys.stderr.write("\n")
-                return current
-            if elapsed > timeout:
-                if progress:
-                    sys.stderr.write("\n")
-                raise TimeoutError(f"job {job_id} is still {current['status']} after {timeout:.0f}s")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 5.0)
+        with StatusLine(enabled=progress) as line:
+            while True:
+                current = self.job(job_id)
+                elapsed = time.monotonic() - start
+                line.show(job_status_text(current, elapsed), key=(current["status"], current.get("progress")))
+                if current["status"] in FINISHED:
+                    return current
+                if elapsed > timeout:
+                    raise TimeoutError(f"job {job_id} is still {current['status']} after {timeout:.0f}s")
+                time.sleep(delay)
+                delay = min(delay * 1.5, 5.0)
+
+    def download(self, job: int | dict, fmt: str = "json") -> str:
+        """A released job's result as the server writes it: ``json`` (the release and its receipt) or
+        ``csv`` (one row per group, bin or quantile). Raises CloakroomError 404 ``not_released`` before."""
+        job_id = job["id"] if isinstance(job, dict) else int(job)
+        response = self.session.get(
+            f"{self.url}/api/v1/jobs/{job_id}/download/", params={"format": fmt}, timeout=self.timeout
+        )
+        self._raise_for_error(response)
+        return response.text
 
     # -- HE bundles: the owner's side ------------------------------------------------------------
 
@@ -314,12 +372,4 @@ class Client:
     def result_frame(self, job: int | dict):
         """A released job's answer as a pandas DataFrame: one row per group (and bin or quantile),
         with the 95% interval where the mechanism gives one."""
-        import pandas as pd  # lazily: pandas takes a while to import, and only this method needs it
-
-        job_id = job["id"] if isinstance(job, dict) else int(job)
-        response = self.session.get(
-            f"{self.url}/api/v1/jobs/{job_id}/download/", params={"format": "csv"}, timeout=self.timeout
-        )
-        if response.status_code >= 400:
-            self._request("GET", f"jobs/{job_id}/download/?format=csv")  # raises the API's error
-        return pd.read_csv(io.StringIO(response.text))
+        return csv_frame(self.download(job, "csv"))

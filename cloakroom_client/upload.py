@@ -119,22 +119,13 @@ def publish_bundle(
     dataset_id = int(dataset["id"])
     if dataset["bundle_status"] == "uploading":
         state = client.bundle_state(dataset_id)
-        missing = set(state["missing"])
         bar = _Progress(state["bytes_total"], state["bytes_present"], progress)
         bar.draw(force=True)
-        for entry in state["files"]:
-            name = entry["file"]
-            if name not in missing:
-                continue
-            bar.label = name
-            path = folder / name
-            with open(path, "rb") as handle:
-                # The length sent is the file's own: if it disagrees with the manifest the server says so
-                # at once, instead of waiting for bytes that will never come.
-                size = os.fstat(handle.fileno()).st_size
-                client.put_bundle_file(dataset_id, name, _ProgressReader(handle, size, bar), timeout=UPLOAD_TIMEOUT)
-        bar.label = "done"
-        bar.finish()
+        try:
+            _upload_missing(client, dataset_id, folder, state, bar)
+            bar.label = "done"
+        finally:
+            bar.finish()  # the line ends with a newline even when an upload fails, before the error is printed
         if progress:
             sys.stderr.write("checking the bundle on the server...\n")
         dataset = client.complete_bundle(dataset_id, timeout=UPLOAD_TIMEOUT)
@@ -142,6 +133,21 @@ def publish_bundle(
         client.publish(dataset_id)
         dataset = client.bundle_state(dataset_id)
     return dataset
+
+
+def _upload_missing(client: Client, dataset_id: int, folder: Path, state: dict, bar: _Progress) -> None:
+    """Upload every file of the bundle the server does not hold yet, in the manifest's order."""
+    missing = set(state["missing"])
+    for entry in state["files"]:
+        name = entry["file"]
+        if name not in missing:
+            continue
+        bar.label = name
+        with open(folder / name, "rb") as handle:
+            # The length sent is the file's own: if it disagrees with the manifest the server says so
+            # at once, instead of waiting for bytes that will never come.
+            size = os.fstat(handle.fileno()).st_size
+            client.put_bundle_file(dataset_id, name, _ProgressReader(handle, size, bar), timeout=UPLOAD_TIMEOUT)
 
 
 def _record_cap(manifest: dict, metadata: dict, keystore: str | os.PathLike | None) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import requests
 
 from cloakroom_client import he
+from cloakroom_client.cli.tables import describe_query
 from cloakroom_client.client import Client, CloakroomError
 from cloakroom_client.protocol.errors import ReleaseError
 from cloakroom_client.protocol.release_spec import check_release_spec
@@ -90,24 +91,6 @@ class _Stop(Exception):
 
 class _KeyRefused(Exception):
     """The server refused the API key: polling again cannot succeed, so the agent exits with 1."""
-
-
-def _describe_query(query) -> str:
-    """A short label for a job's query, e.g. "mean of bmi" (never the buyer's weights)."""
-    if not isinstance(query, dict):
-        return "query"
-    label = str(query.get("aggregate", "query"))
-    if label == "regression":
-        columns = query.get("columns") if isinstance(query.get("columns"), list) else []
-        label += f" of {query.get('target')} on {', '.join(map(str, columns))}"
-    elif query.get("column") is not None:
-        label += f" of {query.get('column')}"
-        if query.get("category") is not None:
-            label += f"={query.get('category')}"
-    flt = query.get("filter")
-    if isinstance(flt, dict) and flt.get("column") is not None:
-        label += f" where {flt.get('column')}" + (f"={flt['category']}" if flt.get("category") is not None else "")
-    return label
 
 
 def _format_value(value) -> str:
@@ -233,7 +216,7 @@ class KeyAgent:
             return self._failed(job, f"release failed: {type(exc).__name__}")
         self.failures.pop(job, None)
         values = ", ".join(f"{name}={_format_value(value)}" for name, value in released.values.items())
-        self.log.info("released job %s (%s): %s", job, _describe_query(spec.get("query")), values)
+        self.log.info("released job %s (%s): %s", job, describe_query(spec.get("query")), values)
         return "released"
 
     def run_pass(self) -> bool:

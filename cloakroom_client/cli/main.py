@@ -1,7 +1,8 @@
 """The ``cloakroom`` parser and its dispatch to the command groups.
 
 Configuration comes from flags or the environment: ``--url`` / ``CLOAKROOM_URL`` (default
-http://127.0.0.1:8000) and ``--api-key`` / ``CLOAKROOM_API_KEY``.
+http://127.0.0.1:8000) and ``--api-key`` / ``CLOAKROOM_API_KEY``; without a key, the one ``cloakroom
+login`` saved for that server (:mod:`cloakroom_client.credentials`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import json
 import os
 import sys
 
-from cloakroom_client.cli import bundles, catalogue, key_agent
+from cloakroom_client.cli import account, bundles, catalogue, compute, key_agent
+from cloakroom_client.cli.compute import QueryError
 from cloakroom_client.client import Client, CloakroomError
+from cloakroom_client.credentials import saved_key
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,24 +28,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="server address (env CLOAKROOM_URL)",
     )
     parser.add_argument(
-        "--api-key", default=os.environ.get("CLOAKROOM_API_KEY"), help="API key (env CLOAKROOM_API_KEY)"
+        "--api-key",
+        default=os.environ.get("CLOAKROOM_API_KEY"),
+        help="API key (env CLOAKROOM_API_KEY; default: the key `cloakroom login` saved for this server)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    account.add_commands(sub)
     catalogue.add_commands(sub)
+    compute.add_commands(sub)
     bundles.add_commands(sub)
     key_agent.add_commands(sub)
     return parser
 
 
+def _dispatch(args: argparse.Namespace, client: Client) -> int:
+    if args.command == "he":
+        return bundles.run(args, client)
+    if args.command in account.COMMANDS:
+        return account.run(args, client)
+    if args.command in compute.COMMANDS:
+        return compute.run(args, client)
+    return catalogue.run(args, client)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.api_key and args.command not in account.COMMANDS:
+        saved = saved_key(args.url)
+        args.api_key = saved["key"] if saved else None
     client = Client(args.url, args.api_key)
     if args.command == "key-agent":
         return key_agent.run(args, client)
     try:
-        if args.command == "he":
-            return bundles.run(args, client)
-        return catalogue.run(args, client)
+        return _dispatch(args, client)
+    except QueryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except CloakroomError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         for name, reasons in exc.fields.items():

@@ -193,15 +193,17 @@ def encrypt_csv(
         written.append(out / CONTEXT_FILE)
 
         bar = Progress(n_columns * chunks, "encrypting", enabled=progress)
-        manifest_columns = _encrypt_columns(
-            lambda block: ts.ckks_vector(ctx, block).serialize(),
-            encoded_columns(columns, typed),
-            (slots, chunks),
-            out,
-            written,
-            bar,
-        )
-        bar.close()
+        try:
+            manifest_columns = _encrypt_columns(
+                lambda block: ts.ckks_vector(ctx, block).serialize(),
+                encoded_columns(columns, typed),
+                (slots, chunks),
+                out,
+                written,
+                bar,
+            )
+        finally:
+            bar.close()  # the line ends with a newline even when encryption fails, before the error is printed
 
         manifest = {
             "format": FORMAT,

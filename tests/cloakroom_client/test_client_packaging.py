@@ -4,6 +4,9 @@ reads it when it builds the wheel."""
 
 from __future__ import annotations
 
+import ast
+import re
+import sys
 import tomllib
 from pathlib import Path
 
@@ -18,3 +21,44 @@ def test_the_client_distribution_holds_every_client_package_and_no_server_packag
     on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "cloakroom_client").rglob("__init__.py")}
     assert found == on_disk
     assert {"cloakroom_client.protocol.he_plan", "cloakroom_client.cli", "cloakroom_client.he"} <= found
+
+
+# The import name of each distribution the client may need, where the two differ.
+DISTRIBUTION_OF = {"cryptography": "cryptography", "numpy": "numpy", "pandas": "pandas", "requests": "requests"}
+
+
+def _third_party_imports() -> dict[str, set[str]]:
+    """Every top-level module cloakroom_client imports (in functions too) that is neither the client's own
+    nor the standard library's, with the files that import it."""
+    found: dict[str, set[str]] = {}
+    for path in (ROOT / "cloakroom_client").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top and top != "cloakroom_client" and top not in sys.stdlib_module_names:
+                    found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower()
+
+
+def test_every_module_the_client_imports_is_a_declared_dependency():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]
+    base = {_requirement_name(r) for r in project["dependencies"]}
+    he_extra = {_requirement_name(r) for r in project["optional-dependencies"]["he"]}
+    imported = _third_party_imports()
+    # TenSEAL is the "he" extra's: imported lazily, only by the HE commands (and checked by key-agent).
+    assert set(imported) == {"cryptography", "numpy", "pandas", "requests", "tenseal"}, imported
+    for module, files in imported.items():
+        wanted = base if module != "tenseal" else he_extra
+        assert DISTRIBUTION_OF.get(module, module) in wanted, f"{module} (imported by {sorted(files)}) is not declared"
+    # The SDK itself imports cloakroom_client.protocol.escrow, so its cryptography must come with every install.
+    assert "cryptography" in base
