@@ -38,7 +38,7 @@ from config.celery_app import app as celery_app
 from config.exceptions import Conflict, ValidationFailed
 from config.lookups import get_or_404
 from marketplace import selectors as market
-from marketplace.models import Dataset, LedgerEntry, Purchase
+from marketplace.models import Dataset, LedgerEntry
 
 logger = logging.getLogger(__name__)
 
@@ -276,14 +276,6 @@ class QueueLengths:
             return None
 
 
-def _public_rows(purchase: Purchase, query: Any) -> int | None:
-    """The row count a whole-table query covers, when the owner made it public."""
-    dataset = purchase.dataset
-    if dataset.row_count_public and isinstance(query, dict) and not query.get("filters") and not query.get("group_by"):
-        return dataset.row_count
-    return None
-
-
 def job_estimate(
     *,
     user: User,
@@ -299,8 +291,9 @@ def job_estimate(
 
     Writes nothing and reads no data, so it spends no budget: the API's estimate endpoint and the
     dataset page's live estimate both call it. Give ``ci95_halfwidth`` instead of ``epsilon`` to
-    find the smallest epsilon that reaches that accuracy. ``rows`` defaults to the public row count
-    when the query covers the whole table.
+    find the smallest epsilon that reaches that accuracy. ``rows`` is the buyer's own figure for the
+    rows an answer covers; without it the kind assumes what the public row count allows
+    (``rows_assumed`` and ``rows_basis`` say what), and nothing where the count is private.
     """
     purchase = market.purchase_get(user=user, purchase_id=purchase_id)
     target = ci95_halfwidth
@@ -314,7 +307,5 @@ def job_estimate(
             "ci95_halfwidth: must be a finite number greater than 0.",
             fields={"ci95_halfwidth": ["Must be greater than 0."]},
         )
-    if rows is None:
-        rows = _public_rows(purchase, query)
     job_kind = kinds.kind_for(mode=purchase.dataset.mode, name=kind)
     return job_kind.estimate(purchase=purchase, query=query, epsilon=epsilon, delta=delta, target=target, rows=rows)

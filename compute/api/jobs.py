@@ -111,9 +111,20 @@ class EstimateOutputSerializer(serializers.Serializer):
     exact = serializers.BooleanField(help_text="Whether the interval is exact rather than approximate.")
     mechanism = serializers.CharField()
     note = serializers.CharField()
-    rows_assumed = serializers.IntegerField(allow_null=True)
+    rows_assumed = serializers.IntegerField(
+        allow_null=True, help_text="The rows each answer was taken to cover: yours, or from the public row count."
+    )
     epsilon_remaining = serializers.CharField(help_text="Left on the purchase.")
     affordable = serializers.BooleanField(help_text="Whether the purchase has that much epsilon left.")
+    rows_basis = serializers.CharField(help_text="Where rows_assumed came from, in words; empty when it is null.")
+    accuracy_in_words = serializers.CharField(
+        help_text="The 95% half-width in words, e.g. '± 0.93 (95%), for 442 rows (the public row count): ...', "
+        "or why there is none. The dataset page shows the same sentence."
+    )
+    cost_in_words = serializers.CharField(
+        help_text="What the job spends in words, e.g. 'Costs ε 0.1 = 1.50 credits (already paid with your "
+        "purchase); you have ε 1 left, ε 0.9 after this job.'"
+    )
 
 
 class JobEstimateApi(APIView):
@@ -156,6 +167,9 @@ class JobEstimateApi(APIView):
                 "rows_assumed": est.rows_assumed,
                 "epsilon_remaining": f"{est.epsilon_remaining:f}",
                 "affordable": est.affordable,
+                "rows_basis": est.rows_basis,
+                "accuracy_in_words": est.accuracy_in_words,
+                "cost_in_words": est.cost_in_words,
             }
         )
 

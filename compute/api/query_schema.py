@@ -257,7 +257,8 @@ openapi.register_component(
     {
         "description": "A query: one shape per `aggregate`. DP datasets take count, sum, mean, variance, std, "
         "quantile and histogram; HE datasets count, sum, mean, variance, dot and regression. The columns, kinds "
-        "and categories named must be the purchased dataset's declared ones.",
+        "and categories named must be the purchased dataset's declared ones. docs/QUERIES.md shows an example of "
+        "each aggregate and filter.",
         "oneOf": list(_QUERY_SHAPES.values()),
         "discriminator": {
             "propertyName": "aggregate",

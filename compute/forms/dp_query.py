@@ -86,7 +86,9 @@ class QueryForm(CurrentValues, forms.Form):
         required=False,
         min_value=1,
         widget=forms.NumberInput(attrs={"inputmode": "numeric"}),
-        help_text="Means, variances and quantiles need it to bound their error. Only the estimate uses it.",
+        help_text="Means, variances and quantiles need it to bound their error. Left empty, the estimate uses the "
+        "public row count (an even share of it per group) when there is one; filtered rows are private, so guess "
+        "them here. Only the estimate uses it.",
     )
     filter_count = plain_fields.FormIntegerField(widget=forms.HiddenInput, required=False, initial=1)
     form_token = forms.CharField(widget=forms.HiddenInput, required=False)

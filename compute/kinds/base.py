@@ -18,6 +18,7 @@ A kind is registered by the dataset mode it runs on and the name a buyer gives a
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from decimal import Decimal
@@ -43,9 +44,18 @@ class Prepared:
     delta: Decimal
 
 
+# Why an estimate assumed the row count it did (JobEstimate.rows_basis), in words a buyer reads.
+ROWS_GIVEN = "the rows you gave"
+ROWS_PUBLIC = "the public row count"
+
+
 @dataclass(frozen=True)
 class JobEstimate:
-    """What a job would cost and how accurate it would be (compute.services.job_estimate)."""
+    """What a job would cost and how accurate it would be (compute.services.job_estimate).
+
+    The page's estimate panel and the API's estimate endpoint both show this one object, so the two
+    cannot disagree; ``accuracy_in_words`` and ``cost_in_words`` are what they say of it in words.
+    """
 
     epsilon: Decimal
     delta: Decimal
@@ -58,6 +68,57 @@ class JobEstimate:
     rows_assumed: int | None
     epsilon_remaining: Decimal
     affordable: bool
+    # Where rows_assumed came from (ROWS_GIVEN, ROWS_PUBLIC, or a sentence on how it was derived).
+    rows_basis: str = ""
+    # A quantile's half-width counts ranks, not values.
+    in_ranks: bool = False
+
+    @property
+    def halfwidth_in_words(self) -> str:
+        """The 95% half-width alone, rounded up for reading ("± 0.932", "± 34.1 ranks"); empty when unknown."""
+        if self.ci95_halfwidth is None:
+            return ""
+        return f"± {plain_number(self.ci95_halfwidth)}{' ranks' if self.in_ranks else ''}"
+
+    @property
+    def accuracy_in_words(self) -> str:
+        """The 95% half-width as a buyer reads it, with the rows it assumed, or why there is none."""
+        if self.ci95_halfwidth is None:
+            return f"Not known before the job runs: {self.note}."
+        text = f"{self.halfwidth_in_words} (95%)"
+        if self.exact:
+            return f"{text}, whatever the data."
+        if self.in_ranks:
+            text += f": the answer's rank is within {plain_number(self.ci95_halfwidth)} of the rank asked for"
+        if self.rows_assumed is None:  # pragma: no cover - every bound that is not exact needs rows
+            return f"{text}."
+        return f"{text}, for {self.rows_assumed:,} rows ({self.rows_basis or ROWS_GIVEN})."
+
+    @property
+    def cost_in_words(self) -> str:
+        """The epsilon a job spends, what that epsilon cost when bought, and what would be left."""
+        eps, left = plain_decimal(self.epsilon), plain_decimal(self.epsilon_remaining)
+        text = f"Costs ε {eps} = {self.price} credits"
+        if not self.affordable:
+            return f"{text}; you have only ε {left} left on this purchase: spend less or buy more."
+        after = plain_decimal(self.epsilon_remaining - self.epsilon)
+        return f"{text} (already paid with your purchase); you have ε {left} left, ε {after} after this job."
+
+
+def plain_number(value: float) -> str:
+    """A half-width to three significant digits, rounded up so that it never claims more accuracy."""
+    if value <= 0 or not math.isfinite(value):
+        return f"{value:g}"
+    step = 10.0 ** (math.floor(math.log10(value)) - 2)
+    rounded = math.ceil(value / step - 1e-9) * step
+    decimals = max(0, 2 - math.floor(math.log10(rounded)))
+    text = f"{rounded:,.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def plain_decimal(value: Decimal) -> str:
+    """An exact budget figure without trailing zeros or an exponent: 1.500000 -> 1.5, 10 -> 10."""
+    return f"{value.normalize():f}" if value else "0"
 
 
 class JobKind(ABC):

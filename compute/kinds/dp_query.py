@@ -4,6 +4,7 @@ computed in one task on the ``dp`` queue (compute/engines/dp)."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from decimal import ROUND_UP, Decimal
 from typing import Any
@@ -14,7 +15,7 @@ from django.utils import timezone
 from compute import tasks
 from compute.budget import budget_numbers
 from compute.engines import dp
-from compute.kinds.base import JobEstimate, JobKind, Prepared, query_error
+from compute.kinds.base import ROWS_GIVEN, ROWS_PUBLIC, JobEstimate, JobKind, Prepared, query_error
 from compute.lifecycle import job_claim, job_fail, job_heartbeat, job_release
 from compute.models import Job
 from marketplace.datafiles import dataset_columns, dataset_schema
@@ -61,6 +62,30 @@ def dp_query_prepare(
     return parsed, {"schema": schema, "plan": plan}, eps, dlt
 
 
+def dp_rows_assumed(
+    *, dataset: Dataset, query: dp.Query, schema: dict[str, dp.ColumnMeta], rows: int | None
+) -> tuple[int | None, str]:
+    """The rows each answer of a query is taken to cover for its estimate, and why.
+
+    The buyer's own figure comes first. Otherwise only a public row count may be used: a whole-table
+    answer covers all of it, and a grouped one is taken at an even split over the declared groups
+    (which reads no data: the count is public and the groups are declared). A filtered subset's size
+    is private, so a filtered query has no default and its mean, variance or quantile no interval.
+    """
+    if rows is not None:
+        return rows, ROWS_GIVEN
+    if not dataset.row_count_public or query.filters:
+        return None, ""
+    groups = math.prod(len(schema[name].keys) for name in query.group_by)
+    if groups <= 1:
+        return dataset.row_count, ROWS_PUBLIC
+    share = max(dataset.row_count // groups, 1)
+    return share, (
+        f"per group, if the {dataset.row_count:,} public rows split evenly over its {groups} groups; "
+        "a smaller group's interval is wider"
+    )
+
+
 def _reason(exc: Exception) -> str:
     if isinstance(exc, dp.QueryError):
         return f"The query no longer fits the dataset: {exc.message}"
@@ -86,6 +111,7 @@ class DpQuery(JobKind):
             dataset=dataset, query=query, epsilon=epsilon if epsilon not in (None, "") else "1", delta=delta or "0"
         )
         schema = ctx["schema"]
+        rows, basis = dp_rows_assumed(dataset=dataset, query=parsed, schema=schema, rows=rows)
         try:
             if target is not None:
                 found = dp.epsilon_for_halfwidth(schema, parsed, target, float(dlt), rows=rows)
@@ -106,6 +132,8 @@ class DpQuery(JobKind):
             rows_assumed=rows,
             epsilon_remaining=remaining,
             affordable=eps <= remaining,
+            rows_basis=basis if rows is not None else "",
+            in_ranks=parsed.aggregate == "quantile",
         )
 
     def send(self, job_id: int) -> None:

@@ -84,8 +84,6 @@ def _estimate(user: User, schema: dict, purchases: list, data: Any) -> dict[str,
     return {
         "estimate": est,
         "noise_scale": presentation.fmt(est.noise_scale),
-        "halfwidth": None if est.ci95_halfwidth is None else presentation.fmt(est.ci95_halfwidth),
-        "in_ranks": form.cleaned_data["aggregate"] == "quantile",
     }
 
 

@@ -68,8 +68,6 @@ def _he_estimate(user: User, form) -> dict[str, Any]:
     return {
         "estimate": est,
         "noise_scale": presentation.fmt(est.noise_scale),
-        "halfwidth": None if est.ci95_halfwidth is None else presentation.fmt(est.ci95_halfwidth),
-        "in_ranks": False,
     }
 
 

@@ -12,7 +12,7 @@ from django.conf import settings
 from compute import tasks
 from compute.budget import budget_numbers
 from compute.engines import dp
-from compute.kinds.base import JobEstimate, JobKind, Prepared, query_error
+from compute.kinds.base import ROWS_GIVEN, ROWS_PUBLIC, JobEstimate, JobKind, Prepared, query_error
 from compute.kinds.he_query.key_holder import key_wait_sweep
 from compute.kinds.he_query.parts import he_job_start
 from compute.kinds.he_query.plan import he_query_check, remove_job_files
@@ -43,8 +43,7 @@ class HeQuery(JobKind):
         dataset = purchase.dataset
         eps, dlt = budget_numbers(epsilon if epsilon not in (None, "") else "1", delta or "0")
         plan = he_query_check(dataset=dataset, query=query, eps=eps, dlt=dlt)
-        if isinstance(query, dict) and query.get("filter"):
-            rows = None  # the filtered subset's size is private
+        rows, basis = self._rows_assumed(dataset=dataset, query=query, rows=rows)
         if target is not None:
             eps = self._epsilon_for(dataset=dataset, query=query, dlt=dlt, plan=plan, target=target, rows=rows)
             plan = he_query_check(dataset=dataset, query=query, eps=eps, dlt=dlt)
@@ -58,13 +57,32 @@ class HeQuery(JobKind):
             ci95_halfwidth=halfwidth,
             exact=plan.layout["kind"] in EXACT_LAYOUTS,
             mechanism=plan.mechanism,
-            note="95% interval of the key holder's noise plus the CKKS error bound"
-            if halfwidth is not None
-            else "the interval depends on the row count, which this dataset keeps private",
+            note=self._note(query, halfwidth),
             rows_assumed=rows,
             epsilon_remaining=remaining,
             affordable=eps <= remaining,
+            rows_basis=basis,
         )
+
+    @staticmethod
+    def _note(query: Any, halfwidth: float | None) -> str:
+        if halfwidth is not None:
+            return "95% interval of the key holder's noise plus the CKKS error bound"
+        if isinstance(query, dict) and query.get("filter"):
+            return "the interval depends on how many rows the filter keeps, which is private"
+        return "the interval depends on the row count, which this dataset keeps private"
+
+    @staticmethod
+    def _rows_assumed(*, dataset: Dataset, query: Any, rows: int | None) -> tuple[int | None, str]:
+        """The rows a mean or variance is taken to cover: none under a filter (the filtered subset's
+        size is private), else the buyer's figure, else the public row count when there is one."""
+        if isinstance(query, dict) and query.get("filter"):
+            return None, ""
+        if rows is not None:
+            return rows, ROWS_GIVEN
+        if dataset.row_count_public:
+            return dataset.row_count, ROWS_PUBLIC
+        return None, ""
 
     @staticmethod
     def _epsilon_for(
