@@ -191,8 +191,10 @@ def test_owner_cli_buyer_sdk_workers_and_key_agent_release_noisy_values_and_leak
     assert published.returncode == 0, published.stderr
     dataset = json.loads(published.stdout)
     assert dataset["bundle_status"] == "ready"
-    made_public = _cli(["publish", str(dataset["id"])], env=cli_env, api_key=owner_key)
-    assert made_public.returncode == 0, made_public.stderr
+    # `he publish` puts the dataset on sale itself; publishing it again is refused and changes nothing.
+    assert dataset["status"] == "published"
+    again = _cli(["publish", str(dataset["id"])], env=cli_env, api_key=owner_key)
+    assert again.returncode != 0 and "already published" in again.stderr, again.stderr
 
     # 2. The buyer buys and submits jobs through the SDK.
     purchase = buyer.buy(dataset["id"], "10")
@@ -413,7 +415,7 @@ def test_bad_bundles_get_a_400_store_nothing_and_leave_web_and_worker_alive(stac
     assert requests.get(f"{url}/api/v1/health/", timeout=5).status_code == 200
     good = build_bundle(tmp_path / "good", rows=300)
     dataset = publish_bundle(owner, good.folder, {**metadata, "title": "Good bundle"}, progress=False)
-    owner.publish(dataset["id"])
+    assert dataset["status"] == "published"  # publish_bundle published it
     buyer_name = f"buyer{uuid.uuid4().hex[:8]}"
     Client.signup(url, username=buyer_name, email=f"{buyer_name}@example.org", password=PASSWORD, roles=["buyer"])
     buyer = Client(url, Client.create_api_key(url, username=buyer_name, password=PASSWORD))
@@ -440,7 +442,7 @@ def test_an_escrowed_key_lets_the_keys_queue_worker_release_jobs_with_no_key_age
     dataset = publish_bundle(
         owner, bundle.folder, {"title": "Escrowed", "epsilon_cap": "2", "price_per_epsilon": "1"}, progress=False
     )
-    owner.publish(dataset["id"])
+    assert dataset["status"] == "published"  # publish_bundle published it
 
     escrowed = _cli(
         ["he", "escrow", str(dataset["id"]), "--keystore", str(bundle.keystore)],
