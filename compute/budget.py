@@ -1,26 +1,37 @@
-"""The privacy budget of a purchase: reading the numbers a buyer sends, reserving, refunding, and the
-append-only privacy ledger's rows. Every job kind spends through these functions and nothing else.
+"""The privacy budget of a purchase and of its dataset: reading the numbers a buyer sends, reserving,
+refunding, and the append-only privacy ledger's rows. Every job kind spends through these functions
+and nothing else.
 
-Three rules, each enforced in the database (docs/PRIVACY.md, docs/RELIABILITY.md):
+A job's privacy loss is its ``(epsilon, delta)`` and its zCDP ``rho`` (compute/engines/accounting.py).
+A purchase, and its dataset across all buyers, accept a job only while everything reserved on them,
+with it, fits their ``(epsilon, delta)`` cap by basic composition (the epsilons and deltas add up) or
+by zCDP (the rhos add up to at most the cap's ``rho_cap``). Rules, enforced in the database
+(docs/PRIVACY.md, docs/RELIABILITY.md):
 
-* Reserve: ``Purchase.epsilon_used`` (and ``delta_used``) only moves by a conditional UPDATE that
-  matches while ``used + asked <= allotment``, in the transaction that creates the job and its
-  ``reserve`` ledger row. Concurrent submissions serialise on the purchase row; the losers match no
-  row and get a 409 with nothing written.
-* Commit: a job's ``commit`` row is written in the transaction that releases it (compute/lifecycle.py).
+* Reserve: in the transaction that creates the job and its ``reserve`` ledger row, the purchase's row
+  and then its dataset's are locked (``SELECT ... FOR UPDATE``; SQLite's transactions are IMMEDIATE),
+  the sums are checked with the job added, and moved. Concurrent submissions serialise on the
+  purchase's row; a job that does not fit gets a 409 with nothing written. A check constraint keeps
+  every purchase within its cap by one composition or the other, whatever the code does.
+* Commit: a job's ``commit`` row is written in the transaction that releases it (compute/lifecycle.py),
+  with the purchase's and dataset's guarantee after it (:func:`budget_after_release`).
 * Refund: written only by the transaction that moved the job out of an open status, so once.
+
+Locks are always taken purchase first, then dataset, so two transactions never wait on each other.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
+from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
-from django.db.models import F
+from django.db.models import F, Sum
 
+from compute.engines import accounting
 from compute.models import Job
 from config.exceptions import Conflict, ValidationFailed
-from marketplace.models import EPSILON_QUANTUM, LedgerEntry, Purchase
+from marketplace.models import EPSILON_QUANTUM, Dataset, LedgerEntry, Purchase
 
 DELTA_Q = Decimal("0.000000000001")
 NOT_A_NUMBER = "Must be a number in plain decimal notation, such as 0.5 or 1e-5 (no underscores)."
@@ -76,31 +87,154 @@ def budget_numbers(epsilon: Any, delta: Any) -> tuple[Decimal, Decimal]:
     return eps, dlt
 
 
-def budget_reserve(*, purchase: Purchase, epsilon: Decimal, delta: Decimal) -> None:
-    """Move ``epsilon`` and ``delta`` from the purchase's remaining budget to its used budget, or raise
-    a 409 ``insufficient_budget`` and change nothing. Call it inside the transaction that creates the
-    job; the conditional UPDATE is what makes two concurrent reservations unable to overspend."""
-    reserved = Purchase.objects.filter(
-        pk=purchase.pk,
-        epsilon_used__lte=F("epsilon") - epsilon,
-        delta_used__lte=F("delta") - delta,
-    ).update(epsilon_used=F("epsilon_used") + epsilon, delta_used=F("delta_used") + delta)
-    if reserved:
-        return
-    current = Purchase.objects.get(pk=purchase.pk)
-    eps_left = current.epsilon - current.epsilon_used
-    delta_left = current.delta - current.delta_used
-    raise Conflict(
-        f"Not enough budget left on this purchase: the job asks for epsilon {epsilon.normalize():f}"
-        + (f" and delta {delta.normalize():f}" if delta else "")
-        + f"; epsilon {eps_left.normalize():f} and delta {delta_left.normalize():f} remain.",
-        code="insufficient_budget",
-        extra={"epsilon_remaining": f"{eps_left:f}", "delta_remaining": f"{delta_left:f}"},
+POOLED = "the purchases' guarantees added up"
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a budget stands: what its jobs hold or spent, the guarantee that gives, how much of the cap
+    it uses, and the largest pure epsilon one more job could still ask for."""
+
+    cap_epsilon: Decimal
+    cap_delta: Decimal
+    used: accounting.Loss
+    bound: accounting.Bound
+    share: float
+    epsilon_left: Decimal
+
+    @property
+    def fits(self) -> bool:
+        return self.share <= 1.0
+
+
+def _loss(epsilon: Decimal, delta: Decimal, rho: Decimal) -> accounting.Loss:
+    return accounting.Loss(float(epsilon), float(delta), float(rho))
+
+
+def position(*, cap_epsilon: Decimal, cap_delta: Decimal, used: accounting.Loss) -> Position:
+    """A budget's position from its cap and its sums (floats for the accountant, exact caps)."""
+    e, d = float(cap_epsilon), float(cap_delta)
+    left = Decimal(repr(accounting.epsilon_left(used, e, d))).quantize(EPSILON_QUANTUM, rounding=ROUND_FLOOR)
+    return Position(
+        cap_epsilon=cap_epsilon,
+        cap_delta=cap_delta,
+        used=used,
+        bound=accounting.guarantee(used, d),
+        share=accounting.share(used, e, d),
+        epsilon_left=min(left, cap_epsilon),
     )
 
 
+def purchase_position(purchase: Purchase, extra: accounting.Loss = accounting.NONE) -> Position:
+    """The purchase's position from its stored sums (reserved minus refunded), with ``extra`` added."""
+    used = _loss(purchase.epsilon_used, purchase.delta_used, purchase.rho_used) + extra
+    return position(cap_epsilon=purchase.epsilon, cap_delta=purchase.delta, used=used)
+
+
+def pooled_position(dataset: Dataset, used: accounting.Loss, by_purchase: dict[int, accounting.Loss]) -> Position:
+    """The dataset's position across all buyers, from the sums of all its jobs (``used``) and each
+    purchase's own (``by_purchase``).
+
+    Three valid bounds, the best one wins: basic composition and zCDP over every job on the dataset,
+    and the purchases' own guarantees added up (each purchase is within its allotment, and the
+    allotments sold are within the dataset's caps, so buyers who pool their answers learn no more)."""
+    own = position(cap_epsilon=dataset.epsilon_cap, cap_delta=dataset.delta_cap, used=used)
+    if own.share <= 0.0:
+        return own
+    deltas = dict(Purchase.objects.filter(pk__in=list(by_purchase)).values_list("pk", "delta"))
+    eps = delta = 0.0
+    for pk, loss in by_purchase.items():
+        bound = accounting.guarantee(loss, float(deltas.get(pk, 0)))
+        eps, delta = eps + bound.epsilon, delta + bound.delta
+    cap_e, cap_d = float(dataset.epsilon_cap), float(dataset.delta_cap)
+    pooled = max(eps / cap_e, delta / cap_d if cap_d > 0 else (0.0 if delta == 0 else float("inf")))
+    if pooled >= own.share:
+        return own
+    return Position(
+        cap_epsilon=dataset.epsilon_cap,
+        cap_delta=dataset.delta_cap,
+        used=used,
+        bound=accounting.Bound(eps, delta, POOLED),
+        share=pooled,
+        epsilon_left=own.epsilon_left,
+    )
+
+
+def dataset_position(
+    dataset: Dataset, extra: accounting.Loss = accounting.NONE, purchase_id: int | None = None
+) -> Position:
+    """The dataset's position from the stored sums (reserved minus refunded), with ``extra`` added to
+    purchase ``purchase_id``."""
+    used = _loss(dataset.epsilon_used, dataset.delta_used, dataset.rho_used) + extra
+    by_purchase = {
+        pk: _loss(e, d, r)
+        for pk, e, d, r in Purchase.objects.filter(dataset_id=dataset.pk).values_list(
+            "pk", "epsilon_used", "delta_used", "rho_used"
+        )
+    }
+    if purchase_id is not None:
+        by_purchase[purchase_id] = by_purchase.get(purchase_id, accounting.NONE) + extra
+    return pooled_position(dataset, used, by_purchase)
+
+
+def _within(
+    epsilon: Decimal, delta: Decimal, rho: Decimal, *, cap_e: Decimal, cap_d: Decimal, rho_cap: Decimal
+) -> bool:
+    """The check constraint ``purchase_never_overspent``, exactly: basic composition or zCDP."""
+    return (epsilon <= cap_e and delta <= cap_d) or rho <= rho_cap
+
+
+def _plain(value: Decimal) -> str:
+    return f"{value.normalize():f}" if value else "0"
+
+
+def budget_reserve(*, purchase: Purchase, epsilon: Decimal, delta: Decimal, rho: Decimal) -> None:
+    """Reserve a job's ``(epsilon, delta)`` and ``rho`` on its purchase and its dataset, or raise a 409
+    ``insufficient_budget`` and change nothing. Call it inside the transaction that creates the job:
+    the row locks are what make concurrent reservations unable to overspend."""
+    p = Purchase.objects.select_for_update().get(pk=purchase.pk)
+    d = Dataset.objects.select_for_update().get(pk=p.dataset_id)
+    job = _loss(epsilon, delta, rho)
+    if not _within(
+        p.epsilon_used + epsilon,
+        p.delta_used + delta,
+        p.rho_used + rho,
+        cap_e=p.epsilon,
+        cap_d=p.delta,
+        rho_cap=p.rho_cap,
+    ):
+        now = purchase_position(p)
+        raise Conflict(
+            f"Not enough budget left on this purchase: the job asks for epsilon {_plain(epsilon)}"
+            + (f" and delta {_plain(delta)}" if delta else "")
+            + f" (rho {_plain(rho)}), and with it the purchase's jobs would no longer fit its "
+            f"(epsilon {_plain(p.epsilon)}, delta {_plain(p.delta)}) allotment; {now.share:.1%} of it is used, "
+            f"and one more job of at most epsilon {_plain(now.epsilon_left)} (delta 0) would fit.",
+            code="insufficient_budget",
+            extra={
+                "epsilon_remaining": f"{now.epsilon_left:f}",
+                "delta_remaining": f"{max(p.delta - p.delta_used, Decimal(0)):f}",
+                "share_used": round(now.share, 6),
+            },
+        )
+    after = dataset_position(d, job, p.pk)
+    if not after.fits:
+        raise Conflict(
+            "This dataset's privacy budget, across all its buyers, cannot take this job: "
+            f"{dataset_position(d).share:.1%} of it is used.",
+            code="dataset_budget_exhausted",
+        )
+    moves = {
+        "epsilon_used": F("epsilon_used") + epsilon,
+        "delta_used": F("delta_used") + delta,
+        "rho_used": F("rho_used") + rho,
+    }
+    Purchase.objects.filter(pk=p.pk).update(**moves)
+    Dataset.objects.filter(pk=d.pk).update(**moves)
+
+
 def ledger_row(job: Job, kind: str) -> LedgerEntry:
-    """Append one privacy-ledger row for the whole of a job's epsilon and delta."""
+    """Append one privacy-ledger row for the whole of a job's epsilon, delta and rho."""
     return LedgerEntry.objects.create(
         dataset_id=job.dataset_id,
         purchase_id=job.purchase_id,
@@ -108,13 +242,59 @@ def ledger_row(job: Job, kind: str) -> LedgerEntry:
         kind=kind,
         epsilon=job.epsilon,
         delta=job.delta,
+        rho=job.rho,
     )
 
 
 def budget_refund(job: Job) -> None:
-    """Give a job's reservation back to its purchase, with a ``refund`` row. Only the caller that just
-    moved the job out of an open status (a conditional UPDATE that matched) may call it."""
-    Purchase.objects.filter(pk=job.purchase_id).update(
-        epsilon_used=F("epsilon_used") - job.epsilon, delta_used=F("delta_used") - job.delta
-    )
+    """Give a job's reservation back to its purchase and dataset, with a ``refund`` row. Only the caller
+    that just moved the job out of an open status (a conditional UPDATE that matched) may call it."""
+    Purchase.objects.select_for_update().filter(pk=job.purchase_id).first()
+    Dataset.objects.select_for_update().filter(pk=job.dataset_id).first()
+    moves = {
+        "epsilon_used": F("epsilon_used") - job.epsilon,
+        "delta_used": F("delta_used") - job.delta,
+        "rho_used": F("rho_used") - job.rho,
+    }
+    Purchase.objects.filter(pk=job.purchase_id).update(**moves)
+    Dataset.objects.filter(pk=job.dataset_id).update(**moves)
     ledger_row(job, LedgerEntry.Kind.REFUND)
+
+
+def _committed_by_purchase(dataset_id: int) -> dict[int, accounting.Loss]:
+    rows = (
+        LedgerEntry.objects.filter(dataset_id=dataset_id, kind=LedgerEntry.Kind.COMMIT)
+        .values("purchase_id")
+        .annotate(e=Sum("epsilon"), d=Sum("delta"), r=Sum("rho"))
+    )
+    return {row["purchase_id"]: _loss(row["e"], row["d"], row["r"]) for row in rows}
+
+
+def _bound_fields(pos: Position) -> dict[str, object]:
+    return {
+        "epsilon": round(pos.bound.epsilon, 6),
+        "delta": pos.bound.delta,
+        "composition": pos.bound.method,
+        "share_used": round(pos.share, 6),
+    }
+
+
+def budget_after_release(job: Job) -> dict[str, object]:
+    """What a receipt states of a release's privacy (docs/PRIVACY.md): its own epsilon, delta and rho,
+    and the guarantee of everything released on its purchase and on its dataset, it included. Call it
+    in the releasing transaction: it locks the purchase's and the dataset's rows (in that order), so
+    two releases read each other in the order they commit."""
+    purchase = Purchase.objects.select_for_update().get(pk=job.purchase_id)
+    dataset = Dataset.objects.select_for_update().get(pk=job.dataset_id)
+    own = _loss(job.epsilon, job.delta, job.rho)
+    by_purchase = _committed_by_purchase(dataset.pk)
+    by_purchase[purchase.pk] = by_purchase.get(purchase.pk, accounting.NONE) + own
+    p_pos = position(cap_epsilon=purchase.epsilon, cap_delta=purchase.delta, used=by_purchase[purchase.pk])
+    d_pos = pooled_position(dataset, accounting.compose(by_purchase.values()), by_purchase)
+    return {
+        "epsilon": f"{job.epsilon:f}",
+        "delta": f"{job.delta:f}",
+        "rho": f"{job.rho:f}",
+        "purchase_after": _bound_fields(p_pos),
+        "dataset_after": _bound_fields(d_pos),
+    }

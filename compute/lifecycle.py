@@ -28,7 +28,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from compute.budget import budget_refund, ledger_row
+from compute.budget import budget_after_release, budget_refund, ledger_row
 from compute.models import Job
 from marketplace.models import LedgerEntry
 
@@ -114,9 +114,15 @@ def job_release(
         query = Job.objects.filter(pk=job.pk, status=status)
         if claim is not None:
             query = query.filter(claim=claim)
-        if not query.update(status=Job.Status.RELEASED, result=result, finished_at=timezone.now(), error=""):
+        # Locks: the job's row, then its purchase's and its dataset's (budget_after_release), the order
+        # every budget move takes them in.
+        current = query.select_for_update().first()
+        if current is None:
             return False
-        ledger_row(job, LedgerEntry.Kind.COMMIT)
+        result = {**result, "privacy": budget_after_release(current)}
+        if not query.update(status=Job.Status.RELEASED, result=result, finished_at=timezone.now(), error=""):
+            return False  # pragma: no cover - the row is locked since the select above
+        ledger_row(current, LedgerEntry.Kind.COMMIT)
     logger.info("job %s released: epsilon %s charged to purchase %s", job.pk, job.epsilon, job.purchase_id)
     return True
 

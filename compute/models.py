@@ -44,6 +44,8 @@ class Job(models.Model):
     )
     epsilon = models.DecimalField(max_digits=12, decimal_places=6)
     delta = models.DecimalField(max_digits=16, decimal_places=12, default=0)
+    # The job's privacy loss under zCDP (compute/engines/accounting.py), rounded up; reserved with it.
+    rho = models.DecimalField(max_digits=24, decimal_places=12, default=0)
     dataset_version = models.PositiveIntegerField()
     status = models.CharField(max_length=14, choices=Status.choices, default=Status.QUEUED, db_index=True)
     result = models.JSONField(null=True, blank=True)
@@ -80,6 +82,7 @@ class Job(models.Model):
             ),
             models.CheckConstraint(condition=models.Q(epsilon__gte=0), name="job_epsilon_not_negative"),
             models.CheckConstraint(condition=models.Q(delta__gte=0), name="job_delta_not_negative"),
+            models.CheckConstraint(condition=models.Q(rho__gte=0), name="job_rho_not_negative"),
         ]
 
     def __str__(self) -> str:

@@ -96,7 +96,7 @@ def job_submit(
 
     try:
         with transaction.atomic():
-            budget_reserve(purchase=purchase, epsilon=eps, delta=dlt)
+            budget_reserve(purchase=purchase, epsilon=eps, delta=dlt, rho=prepared.rho)
             job = Job.objects.create(
                 buyer=buyer,
                 dataset=dataset,
@@ -106,6 +106,7 @@ def job_submit(
                 spec_hash=spec_hash,
                 epsilon=eps,
                 delta=dlt,
+                rho=prepared.rho,
                 dataset_version=dataset.version,
                 idempotency_key=idempotency_key or None,
             )

@@ -7,11 +7,22 @@ from django.db import models
 from django.db.models import F, Q
 
 from accounts.models import CREDIT_PLACES, AppendOnlyModel
+from compute.engines import accounting
 
 EPSILON_PLACES = 6
 EPSILON_QUANTUM = Decimal("0.000001")
 DELTA_PLACES = 12
 DELTA_QUANTUM = Decimal("0.000000000001")
+# zCDP's rho (compute/engines/accounting.py): a job's is rounded up, a cap's down (docs/PRIVACY.md).
+RHO_DIGITS = 24
+RHO_PLACES = 12
+RHO_QUANTUM = Decimal("0.000000000001")
+
+
+def rho_field(help_text: str) -> models.DecimalField:
+    return models.DecimalField(
+        max_digits=RHO_DIGITS, decimal_places=RHO_PLACES, default=Decimal("0"), help_text=help_text
+    )
 
 
 class Dataset(models.Model):
@@ -46,6 +57,13 @@ class Dataset(models.Model):
     delta_cap = models.DecimalField(max_digits=16, decimal_places=DELTA_PLACES, default=Decimal("0"))
     # Sum of the epsilon allotments sold; only ever moved by a conditional UPDATE (see services).
     epsilon_sold = models.DecimalField(max_digits=12, decimal_places=EPSILON_PLACES, default=Decimal("0"))
+    # The largest rho whose zCDP guarantee is within (epsilon_cap, delta_cap); 0 when delta_cap is 0.
+    rho_cap = rho_field("largest zCDP rho within the caps")
+    # What every purchase's jobs hold or spent, in all (reserve minus refund): the dataset's side of the
+    # ledger across buyers, moved with the purchase's in one transaction (compute/budget.py).
+    epsilon_used = models.DecimalField(max_digits=20, decimal_places=EPSILON_PLACES, default=Decimal("0"))
+    delta_used = models.DecimalField(max_digits=18, decimal_places=DELTA_PLACES, default=Decimal("0"))
+    rho_used = rho_field("zCDP rho held or spent by every buyer's jobs")
     price_per_epsilon = models.DecimalField(max_digits=14, decimal_places=CREDIT_PLACES)
     row_count_public = models.BooleanField(default=False)
     # Stored for every dataset; shown to buyers only when row_count_public is set.
@@ -98,6 +116,13 @@ class Dataset(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    def save(self, *args, **kwargs) -> None:
+        # rho_cap follows the caps wherever they are set (forms, API, admin, seeding).
+        self.rho_cap = accounting.rho_allowance(Decimal(self.epsilon_cap), Decimal(self.delta_cap))
+        if kwargs.get("update_fields") is not None:
+            kwargs["update_fields"] = {*kwargs["update_fields"], "rho_cap"}
+        super().save(*args, **kwargs)
 
     @property
     def epsilon_available(self) -> Decimal:
@@ -154,10 +179,14 @@ class Purchase(models.Model):
     # The purchase's share of the dataset's delta cap, in proportion to its share of epsilon.
     delta = models.DecimalField(max_digits=16, decimal_places=DELTA_PLACES, default=Decimal("0"))
     price = models.DecimalField(max_digits=18, decimal_places=CREDIT_PLACES)
-    # Budget held or committed by jobs (reserve minus refund, in ledger terms). Only ever moved by
-    # a conditional UPDATE, so concurrent jobs can never take it past the allotment.
-    epsilon_used = models.DecimalField(max_digits=12, decimal_places=EPSILON_PLACES, default=Decimal("0"))
-    delta_used = models.DecimalField(max_digits=16, decimal_places=DELTA_PLACES, default=Decimal("0"))
+    # The largest rho whose zCDP guarantee is within (epsilon, delta); 0 when delta is 0.
+    rho_cap = rho_field("largest zCDP rho within the allotment")
+    # Budget held or committed by jobs (reserve minus refund, in ledger terms): epsilon and delta add up
+    # (basic composition), rho adds up (zCDP). Only ever moved under the purchase's row lock, and the
+    # constraint below keeps the purchase within its allotment by one composition or the other.
+    epsilon_used = models.DecimalField(max_digits=20, decimal_places=EPSILON_PLACES, default=Decimal("0"))
+    delta_used = models.DecimalField(max_digits=18, decimal_places=DELTA_PLACES, default=Decimal("0"))
+    rho_used = rho_field("zCDP rho held or spent by the purchase's jobs")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -166,17 +195,25 @@ class Purchase(models.Model):
             models.CheckConstraint(condition=Q(epsilon__gt=0), name="purchase_epsilon_positive"),
             models.CheckConstraint(condition=Q(price__gte=0), name="purchase_price_not_negative"),
             models.CheckConstraint(
-                condition=Q(epsilon_used__gte=0) & Q(epsilon_used__lte=F("epsilon")),
-                name="purchase_never_overspent",
+                condition=Q(epsilon_used__gte=0) & Q(delta_used__gte=0) & Q(rho_used__gte=0),
+                name="purchase_used_not_negative",
             ),
+            # Within the allotment by basic composition, or by zCDP (compute/engines/accounting.py).
             models.CheckConstraint(
-                condition=Q(delta_used__gte=0) & Q(delta_used__lte=F("delta")),
-                name="purchase_delta_never_overspent",
+                condition=(Q(epsilon_used__lte=F("epsilon")) & Q(delta_used__lte=F("delta")))
+                | Q(rho_used__lte=F("rho_cap")),
+                name="purchase_never_overspent",
             ),
         ]
 
     def __str__(self) -> str:
         return f"{self.buyer} · {self.dataset} · ε {self.epsilon}"
+
+    def save(self, *args, **kwargs) -> None:
+        self.rho_cap = accounting.rho_allowance(Decimal(self.epsilon), Decimal(self.delta))
+        if kwargs.get("update_fields") is not None:
+            kwargs["update_fields"] = {*kwargs["update_fields"], "rho_cap"}
+        super().save(*args, **kwargs)
 
 
 class LedgerEntry(AppendOnlyModel):
@@ -194,6 +231,7 @@ class LedgerEntry(AppendOnlyModel):
     kind = models.CharField(max_length=10, choices=Kind.choices)
     epsilon = models.DecimalField(max_digits=12, decimal_places=EPSILON_PLACES)
     delta = models.DecimalField(max_digits=16, decimal_places=DELTA_PLACES, default=Decimal("0"))
+    rho = rho_field("the job's zCDP rho")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -202,6 +240,7 @@ class LedgerEntry(AppendOnlyModel):
         constraints = [
             models.CheckConstraint(condition=Q(epsilon__gte=0), name="ledger_epsilon_not_negative"),
             models.CheckConstraint(condition=Q(delta__gte=0), name="ledger_delta_not_negative"),
+            models.CheckConstraint(condition=Q(rho__gte=0), name="ledger_rho_not_negative"),
         ]
 
     def __str__(self) -> str:

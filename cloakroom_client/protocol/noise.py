@@ -188,6 +188,14 @@ class Mechanism:
         return float(self.laplace_steps) * self.granularity
 
     @cached_property
+    def rho(self) -> float:
+        """The zCDP parameter of one release: ``steps**2 / (2 sigma**2)`` for the discrete Gaussian (in
+        grid steps, as drawn), ``epsilon**2 / 2`` for a pure epsilon-DP mechanism."""
+        if self.kind == "gaussian":
+            return float(Fraction(self.steps**2) / (2 * self.sigma2_steps))
+        return float(self._eps) ** 2 / 2.0
+
+    @cached_property
     def _p(self) -> float:
         return math.exp(-float(self._eps) / self.steps)
 

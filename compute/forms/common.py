@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 
+from compute.budget import purchase_position
 from marketplace.models import Purchase
 
 NUMBER = {"step": "any", "inputmode": "decimal"}
@@ -74,7 +75,7 @@ def spend_from(form: forms.Form, purchases: list[Purchase]) -> None:
 
 
 def purchase_label(purchase: Purchase) -> str:
-    left = purchase.epsilon - purchase.epsilon_used
+    left = purchase_position(purchase).epsilon_left
     return (
         f"Purchase {purchase.pk}: ε {left.normalize():f} left of {purchase.epsilon.normalize():f}"
         f" (bought {purchase.created_at:%Y-%m-%d})"

@@ -42,6 +42,8 @@ class Prepared:
     spec: dict[str, Any]
     epsilon: Decimal
     delta: Decimal
+    # The job's zCDP rho, rounded up (compute/engines/accounting.py).
+    rho: Decimal
 
 
 # Why an estimate assumed the row count it did (JobEstimate.rows_basis), in words a buyer reads.

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from compute import tasks
 from compute.budget import budget_numbers
-from compute.engines import dp
+from compute.engines import accounting, dp
 from compute.kinds.base import ROWS_GIVEN, ROWS_PUBLIC, JobEstimate, JobKind, Prepared, query_error
 from compute.lifecycle import job_claim, job_fail, job_heartbeat, job_release
 from compute.models import Job
@@ -100,8 +100,8 @@ class DpQuery(JobKind):
         return settings.CLOAKROOM_DP_QUEUE
 
     def prepare(self, *, dataset: Dataset, query: Any, epsilon: Any, delta: Any) -> Prepared:
-        parsed, _, eps, dlt = dp_query_prepare(dataset=dataset, query=query, epsilon=epsilon, delta=delta)
-        return Prepared(spec=parsed.canonical(), epsilon=eps, delta=dlt)
+        parsed, ctx, eps, dlt = dp_query_prepare(dataset=dataset, query=query, epsilon=epsilon, delta=delta)
+        return Prepared(spec=parsed.canonical(), epsilon=eps, delta=dlt, rho=accounting.rho_charge(ctx["plan"].rho))
 
     def estimate(
         self, *, purchase: Purchase, query: Any, epsilon: Any, delta: Any, target: float | None, rows: int | None

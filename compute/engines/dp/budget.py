@@ -37,6 +37,14 @@ class Plan:
     quantile_epsilon: float = 0.0
 
     @property
+    def rho(self) -> float:
+        """The query's zCDP cost: its noisy parts' rhos added up (each quantile is a pure
+        ``quantile_epsilon``-DP release, charged ``quantile_epsilon**2 / 2``)."""
+        if self.query.aggregate == "quantile":
+            return split(self.query) * self.quantile_epsilon**2 / 2.0
+        return sum(part.rho for part in self.parts.values())
+
+    @property
     def noise_scale(self) -> float:
         """The scale of the noise on the main answer (Laplace b or Gaussian sigma)."""
         if self.query.aggregate == "quantile":

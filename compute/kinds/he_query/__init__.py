@@ -11,7 +11,7 @@ from django.conf import settings
 
 from compute import tasks
 from compute.budget import budget_numbers
-from compute.engines import dp
+from compute.engines import accounting, dp
 from compute.kinds.base import ROWS_GIVEN, ROWS_PUBLIC, JobEstimate, JobKind, Prepared, query_error
 from compute.kinds.he_query.key_holder import key_wait_sweep
 from compute.kinds.he_query.parts import he_job_start
@@ -35,7 +35,10 @@ class HeQuery(JobKind):
     def prepare(self, *, dataset: Dataset, query: Any, epsilon: Any, delta: Any) -> Prepared:
         eps, dlt = budget_numbers(epsilon, delta)
         plan = he_query_check(dataset=dataset, query=query, eps=eps, dlt=dlt)
-        return Prepared(spec=plan.query, epsilon=eps, delta=dlt)
+        # Pure epsilon (the key holder's discrete Laplace and geometric noise): epsilon**2 / 2 bounds the
+        # parts' rhos added up, however the plan splits epsilon between them.
+        rho = accounting.rho_charge(accounting.pure_rho(float(eps)))
+        return Prepared(spec=plan.query, epsilon=eps, delta=dlt, rho=rho)
 
     def estimate(
         self, *, purchase: Purchase, query: Any, epsilon: Any, delta: Any, target: float | None, rows: int | None
