@@ -177,6 +177,38 @@ def dataset_position(
     return pooled_position(dataset, used, by_purchase)
 
 
+@dataclass(frozen=True)
+class Outlook:
+    """What one more job would do to a purchase: its position before and after, and whether it fits
+    (the reservation's own check, on the exact decimals)."""
+
+    before: Position
+    after: Position
+    fits: bool
+
+    @property
+    def share(self) -> float:
+        """How much of the allotment the job itself uses."""
+        return max(self.after.share - self.before.share, 0.0)
+
+
+def budget_outlook(*, purchase: Purchase, epsilon: Decimal, delta: Decimal, rho: Decimal) -> Outlook:
+    """For estimates: the purchase with and without a job of this loss. Writes nothing."""
+    fits = _within(
+        purchase.epsilon_used + epsilon,
+        purchase.delta_used + delta,
+        purchase.rho_used + rho,
+        cap_e=purchase.epsilon,
+        cap_d=purchase.delta,
+        rho_cap=purchase.rho_cap,
+    )
+    return Outlook(
+        before=purchase_position(purchase),
+        after=purchase_position(purchase, _loss(epsilon, delta, rho)),
+        fits=fits,
+    )
+
+
 def _within(
     epsilon: Decimal, delta: Decimal, rho: Decimal, *, cap_e: Decimal, cap_d: Decimal, rho_cap: Decimal
 ) -> bool:

@@ -226,3 +226,14 @@ def _quantiles(groups: list[dict[str, Any]], spec: dict[str, Any]) -> dict[str, 
         "axis_low": fmt(low),
         "axis_high": fmt(high),
     }
+
+
+def cumulative_text(bound: dict[str, Any] | None, of: str) -> str:
+    """A receipt's cumulative guarantee in words: "ε 3.21 at δ 1e-05 by zCDP: 12.3% of the allotment used"."""
+    if not bound:
+        return ""
+    delta = bound.get("delta") or 0
+    at = f" at δ {delta:g}" if delta else " (δ 0)"
+    return (
+        f"ε {fmt(float(bound['epsilon']))}{at} by {bound['composition']}: {float(bound['share_used']):.1%} of {of} used"
+    )

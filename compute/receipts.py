@@ -44,6 +44,14 @@ def receipt(job: Job) -> dict[str, Any] | None:
         "neighbouring": r.get("neighbouring"),
         "granularity": r.get("granularity"),
     }
+    # The accountant's side (docs/PRIVACY.md): the release's zCDP rho, and the guarantee of everything
+    # released on the purchase and on the dataset once it was (results released before the accountant
+    # have none).
+    out["rho_charged"] = f"{job.rho:f}" if job.reused_from_id is None else "0"
+    privacy = r.get("privacy") or {}
+    for side in ("purchase_after", "dataset_after"):
+        if side in privacy:
+            out[side] = privacy[side]
     if "epsilon_replace_one" in r and job.reused_from_id is None:
         out["epsilon_replace_one"] = r["epsilon_replace_one"]
     if r.get("mode") == "he":

@@ -114,8 +114,34 @@ class EstimateOutputSerializer(serializers.Serializer):
     rows_assumed = serializers.IntegerField(
         allow_null=True, help_text="The rows each answer was taken to cover: yours, or from the public row count."
     )
-    epsilon_remaining = serializers.CharField(help_text="Left on the purchase.")
-    affordable = serializers.BooleanField(help_text="Whether the purchase has that much epsilon left.")
+    epsilon_remaining = serializers.CharField(
+        help_text="The largest epsilon one more job (at delta 0) could ask of the purchase now. Answers compose "
+        "tighter than adding epsilons up (docs/PRIVACY.md), so this is not the allotment minus what was spent."
+    )
+    affordable = serializers.BooleanField(help_text="Whether the purchase can take this job.")
+    rho = serializers.CharField(help_text="The job's zero-concentrated DP cost, which the accountant adds up.")
+    share_of_allotment = serializers.FloatField(help_text="The share of the purchase's allotment the job uses, 0 to 1.")
+    share_used = serializers.FloatField(help_text="The share of the allotment used now, 0 to 1.")
+    share_used_after = serializers.FloatField(help_text="The share of the allotment used after the job, 0 to 1.")
+    epsilon_left_after = serializers.CharField(
+        help_text="Like epsilon_remaining, after the job: the largest epsilon one more job could then ask for."
+    )
+    alternative = inline_serializer(
+        "EstimateAlternative",
+        {
+            "mechanism": serializers.CharField(),
+            "epsilon": serializers.CharField(),
+            "delta": serializers.CharField(),
+            "ci95_halfwidth": serializers.FloatField(),
+        },
+        allow_null=True,
+        help_text="The other grid mechanism (discrete Gaussian with delta, or discrete Laplace without) at the same "
+        "share of the allotment, and its 95% half-width; null where there is none to compare.",
+    )
+    mechanism_advice = serializers.CharField(
+        help_text="Which of the two gives the tighter interval for the same share, in words; empty without an "
+        "alternative."
+    )
     rows_basis = serializers.CharField(help_text="Where rows_assumed came from, in words; empty when it is null.")
     accuracy_in_words = serializers.CharField(
         help_text="The 95% half-width in words, e.g. '± 0.93 (95%), for 442 rows (the public row count): ...', "
@@ -123,7 +149,8 @@ class EstimateOutputSerializer(serializers.Serializer):
     )
     cost_in_words = serializers.CharField(
         help_text="What the job spends in words, e.g. 'Costs ε 0.1 = 1.50 credits (already paid with your "
-        "purchase); you have ε 1 left, ε 0.9 after this job.'"
+        "purchase) and uses 0.28% of your allotment; after it 0.28% is used and one more job of up to ε 9.5 would "
+        "fit.'"
     )
 
 
@@ -170,6 +197,20 @@ class JobEstimateApi(APIView):
                 "rows_basis": est.rows_basis,
                 "accuracy_in_words": est.accuracy_in_words,
                 "cost_in_words": est.cost_in_words,
+                "rho": f"{est.rho:f}",
+                "share_of_allotment": round(est.share_of_allotment, 6),
+                "share_used": round(est.share_used, 6),
+                "share_used_after": round(est.share_used_after, 6),
+                "epsilon_left_after": f"{est.epsilon_left_after:f}",
+                "alternative": None
+                if est.alternative is None
+                else {
+                    "mechanism": est.alternative.mechanism,
+                    "epsilon": f"{est.alternative.epsilon:f}",
+                    "delta": f"{est.alternative.delta:f}",
+                    "ci95_halfwidth": est.alternative.ci95_halfwidth,
+                },
+                "mechanism_advice": est.mechanism_advice,
             }
         )
 

@@ -126,6 +126,20 @@ openapi.register_component(
         },
     },
 )
+_CUMULATIVE = {
+    "type": "object",
+    "required": ["epsilon", "delta", "composition", "share_used"],
+    "properties": {
+        "epsilon": {"type": "number"},
+        "delta": {"type": "number"},
+        "composition": {
+            "type": "string",
+            "description": "The bound that gives it: basic composition, zCDP, or the purchases' guarantees added up.",
+        },
+        "share_used": {"type": "number", "description": "Of the cap, 0 to 1."},
+    },
+}
+
 openapi.register_component(
     "Receipt",
     {
@@ -147,6 +161,19 @@ openapi.register_component(
             "neighbouring": {"type": "string", "nullable": True},
             "granularity": {**_NUMBERS, "nullable": True, "description": "Each noisy measurement's grid step."},
             "epsilon_replace_one": {"type": "number", "description": "DP with a public row count."},
+            "rho_charged": {
+                "type": "string",
+                "description": "The release's zero-concentrated DP cost (0 for a free repeat).",
+            },
+            "purchase_after": {
+                **_CUMULATIVE,
+                "description": "The guarantee of everything released on the purchase, this answer included.",
+            },
+            "dataset_after": {
+                **_CUMULATIVE,
+                "description": "The guarantee of everything released on the dataset, to all its buyers, this answer "
+                "included.",
+            },
             "ckks": {"type": "object", "nullable": True, "description": "HE: the CKKS parameters and error bound."},
         },
     },

@@ -52,6 +52,16 @@ ROWS_PUBLIC = "the public row count"
 
 
 @dataclass(frozen=True)
+class Alternative:
+    """The other grid mechanism at the same share of the allotment (the same rho), and its accuracy."""
+
+    mechanism: str
+    epsilon: Decimal
+    delta: Decimal
+    ci95_halfwidth: float
+
+
+@dataclass(frozen=True)
 class JobEstimate:
     """What a job would cost and how accurate it would be (compute.services.job_estimate).
 
@@ -74,6 +84,14 @@ class JobEstimate:
     rows_basis: str = ""
     # A quantile's half-width counts ranks, not values.
     in_ranks: bool = False
+    # The accountant's view (compute/budget.py budget_outlook): the job's zCDP rho, the share of the
+    # allotment it uses, the share used after it, and the largest pure epsilon of one more job after it.
+    rho: Decimal = Decimal(0)
+    share_of_allotment: float = 0.0
+    share_used: float = 0.0
+    share_used_after: float = 0.0
+    epsilon_left_after: Decimal = Decimal(0)
+    alternative: Alternative | None = None
 
     @property
     def halfwidth_in_words(self) -> str:
@@ -98,13 +116,59 @@ class JobEstimate:
 
     @property
     def cost_in_words(self) -> str:
-        """The epsilon a job spends, what that epsilon cost when bought, and what would be left."""
-        eps, left = plain_decimal(self.epsilon), plain_decimal(self.epsilon_remaining)
+        """The epsilon a job spends, what that epsilon cost when bought, and the share of the purchase's
+        allotment it uses (not an epsilon to subtract: answers compose tighter than that)."""
+        eps = plain_decimal(self.epsilon)
         text = f"Costs ε {eps} = {self.price} credits"
         if not self.affordable:
-            return f"{text}; you have only ε {left} left on this purchase: spend less or buy more."
-        after = plain_decimal(self.epsilon_remaining - self.epsilon)
-        return f"{text} (already paid with your purchase); you have ε {left} left, ε {after} after this job."
+            return (
+                f"{text}, but your purchase cannot take it: {percent(self.share_used)} of its allotment is used "
+                f"and one more job of at most ε {plain_decimal(self.epsilon_remaining)} would fit. Spend less "
+                "or buy more."
+            )
+        return (
+            f"{text} (already paid with your purchase) and uses {percent(self.share_of_allotment)} of your "
+            f"allotment; after it {percent(self.share_used_after)} is used and one more job of up to "
+            f"ε {plain_decimal(self.epsilon_left_after)} would fit."
+        )
+
+    @property
+    def share_of_allotment_text(self) -> str:
+        return percent(self.share_of_allotment)
+
+    @property
+    def share_used_text(self) -> str:
+        return percent(self.share_used)
+
+    @property
+    def share_used_after_text(self) -> str:
+        return percent(self.share_used_after)
+
+    @property
+    def mechanism_advice(self) -> str:
+        """Which grid mechanism gives the tighter interval for the same share of the allotment."""
+        alt = self.alternative
+        if alt is None or self.ci95_halfwidth is None:
+            return ""
+        here = f"± {plain_number(self.ci95_halfwidth)}"
+        there = f"± {plain_number(alt.ci95_halfwidth)}"
+        send = f"epsilon {plain_decimal(alt.epsilon)} and delta {plain_decimal(alt.delta)}"
+        if alt.ci95_halfwidth < self.ci95_halfwidth:
+            return (
+                f"For the same share of your allotment the {alt.mechanism} would be tighter: {there} against "
+                f"{here} (send {send})."
+            )
+        return f"For the same share of your allotment the {alt.mechanism} ({send}) would give {there}: this is tighter."
+
+
+def percent(share: float) -> str:
+    """A share of a budget for reading: 0.28%, 12.5%, 100%; never rounded down to 0% when something is used."""
+    if share <= 0:
+        return "0%"
+    if share < 0.0001:
+        return "under 0.01%"
+    text = f"{share * 100:.2f}" if share < 0.1 else f"{share * 100:.1f}"
+    return text.rstrip("0").rstrip(".") + "%"
 
 
 def plain_number(value: float) -> str:

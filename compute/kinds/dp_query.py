@@ -6,16 +6,16 @@ from __future__ import annotations
 import logging
 import math
 import time
-from decimal import ROUND_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
 from compute import tasks
-from compute.budget import budget_numbers
+from compute.budget import budget_numbers, budget_outlook
 from compute.engines import accounting, dp
-from compute.kinds.base import ROWS_GIVEN, ROWS_PUBLIC, JobEstimate, JobKind, Prepared, query_error
+from compute.kinds.base import ROWS_GIVEN, ROWS_PUBLIC, Alternative, JobEstimate, JobKind, Prepared, query_error
 from compute.lifecycle import job_claim, job_fail, job_heartbeat, job_release
 from compute.models import Job
 from marketplace.datafiles import dataset_columns, dataset_schema
@@ -86,6 +86,35 @@ def dp_rows_assumed(
     )
 
 
+def dp_alternative(
+    *,
+    dataset: Dataset,
+    purchase: Purchase,
+    schema: dict[str, dp.ColumnMeta],
+    query: dp.Query,
+    delta: Decimal,
+    rho: Decimal,
+    rows: int | None,
+) -> Alternative | None:
+    """The other grid mechanism at the same rho (the same share of the allotment): the discrete Gaussian
+    at the largest delta the purchase allows for a pure query, the discrete Laplace for a Gaussian one.
+    None for quantiles (the exponential mechanism has no Gaussian twin) and where a half-width is unknown."""
+    if not dp.needs_delta(query):
+        return None
+    other_delta = Decimal(0) if delta > 0 else min(purchase.delta, dataset.delta_cap)
+    if delta == 0 and other_delta == 0:
+        return None  # no delta to spend: the Gaussian is not on offer
+    eps = dp.epsilon_at_rho(schema, query, float(rho), float(other_delta))
+    other = Decimal(repr(eps)).quantize(EPSILON_QUANTUM, rounding=ROUND_DOWN)
+    if other <= 0:
+        return None
+    est = dp.estimate(schema, query, float(other), float(other_delta), rows=rows)
+    if est.ci95_halfwidth is None:
+        return None
+    name = "discrete Gaussian" if other_delta > 0 else "discrete Laplace (geometric for counts)"
+    return Alternative(name, other, other_delta, est.ci95_halfwidth)
+
+
 def _reason(exc: Exception) -> str:
     if isinstance(exc, dp.QueryError):
         return f"The query no longer fits the dataset: {exc.message}"
@@ -119,7 +148,8 @@ class DpQuery(JobKind):
             est = dp.estimate(schema, parsed, float(eps), float(dlt), rows=rows)
         except dp.QueryError as exc:
             raise query_error(exc) from None
-        remaining = purchase.epsilon - purchase.epsilon_used
+        rho = accounting.rho_charge(dp.plan(schema, parsed, float(eps), float(dlt)).rho)
+        outlook = budget_outlook(purchase=purchase, epsilon=eps, delta=dlt, rho=rho)
         return JobEstimate(
             epsilon=eps,
             delta=dlt,
@@ -130,10 +160,18 @@ class DpQuery(JobKind):
             mechanism=est.mechanism,
             note=est.note,
             rows_assumed=rows,
-            epsilon_remaining=remaining,
-            affordable=eps <= remaining,
+            epsilon_remaining=outlook.before.epsilon_left,
+            affordable=outlook.fits,
             rows_basis=basis if rows is not None else "",
             in_ranks=parsed.aggregate == "quantile",
+            rho=rho,
+            share_of_allotment=outlook.share,
+            share_used=outlook.before.share,
+            share_used_after=outlook.after.share,
+            epsilon_left_after=outlook.after.epsilon_left,
+            alternative=dp_alternative(
+                dataset=dataset, purchase=purchase, schema=schema, query=parsed, delta=dlt, rho=rho, rows=rows
+            ),
         )
 
     def send(self, job_id: int) -> None:

@@ -67,6 +67,8 @@ def _job_context(job: Job) -> dict[str, Any]:
         grid = receipt.get("granularity") or {}
         receipt["granularity_text"] = ", ".join(f"{name} {presentation.fmt(g)}" for name, g in grid.items())
         receipt["released_at_time"] = parse_datetime(receipt.get("released_at") or "")
+        receipt["purchase_after_text"] = presentation.cumulative_text(receipt.get("purchase_after"), "the allotment")
+        receipt["dataset_after_text"] = presentation.cumulative_text(receipt.get("dataset_after"), "its budget")
     return {
         "job": job,
         "query": presentation.describe_query(job.spec),

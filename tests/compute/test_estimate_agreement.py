@@ -162,10 +162,15 @@ def test_a_filtered_mean_has_no_interval_without_rows_and_says_why(buyer, api, d
 def test_the_cost_in_words_names_epsilon_credits_and_what_is_left(buyer, api, dp_dataset, purchase):
     _, body = ask_both(buyer, api, purchase, dp_dataset, *DP_CASES["a sum"])
 
-    # Price 10 credits per epsilon; the purchase holds epsilon 2.
+    # Price 10 credits per epsilon; the purchase holds epsilon 2 (at delta 2e-6). One answer at 0.5 is
+    # a quarter of it: for so few answers basic composition is the tighter bound.
     assert body["cost_in_words"] == (
-        "Costs ε 0.5 = 5.00 credits (already paid with your purchase); you have ε 2 left, ε 1.5 after this job."
+        "Costs ε 0.5 = 5.00 credits (already paid with your purchase) and uses 25% of your allotment; after it "
+        "25% is used and one more job of up to ε 1.5 would fit."
     )
+    assert (body["share_of_allotment"], body["share_used"], body["share_used_after"]) == (0.25, 0.0, 0.25)
+    assert (body["epsilon_remaining"], body["epsilon_left_after"]) == ("2.000000", "1.500000")
+    assert body["rho"] == "0.125000000000"  # a pure 0.5 is charged 0.5**2 / 2
     assert body["accuracy_in_words"].endswith("(95%), whatever the data.")
 
 
@@ -177,9 +182,9 @@ def test_the_cost_in_words_says_when_the_purchase_cannot_afford_it(api, purchase
     ).json()
 
     assert body["affordable"] is False
-    assert (
-        body["cost_in_words"]
-        == "Costs ε 3 = 30.00 credits; you have only ε 2 left on this purchase: spend less or buy more."
+    assert body["cost_in_words"] == (
+        "Costs ε 3 = 30.00 credits, but your purchase cannot take it: 0% of its allotment is used and one more "
+        "job of at most ε 2 would fit. Spend less or buy more."
     )
 
 

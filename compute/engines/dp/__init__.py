@@ -49,7 +49,7 @@ from compute.engines.dp.accuracy import (
     smallest_epsilon,
     variance_halfwidth,
 )
-from compute.engines.dp.budget import NEIGHBOURING, Additive, Plan, additive, plan, split
+from compute.engines.dp.budget import NEIGHBOURING, Additive, Plan, additive, epsilon_at_rho, plan, split
 from compute.engines.dp.quantile import dp_quantile, quantile_granularity
 from compute.engines.dp.query import (
     AGGREGATES,
@@ -66,6 +66,7 @@ from compute.engines.dp.query import (
 from compute.engines.dp.release import GroupResult, Release, run
 
 __all__ = [
+    "epsilon_at_rho",
     "AGGREGATES",
     "CONFIDENCE",
     "MAX_BINS",

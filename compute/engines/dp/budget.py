@@ -110,3 +110,22 @@ def plan(schema: dict[str, ColumnMeta], query: Query, epsilon: float, delta: flo
     else:  # pragma: no cover - parse_query accepts only the aggregates above
         raise QueryError("query.aggregate", f"Unknown aggregate {agg!r}.")
     return Plan(query, epsilon, delta, parts, (kind or "discrete Laplace") + label)
+
+
+def epsilon_at_rho(schema: dict[str, ColumnMeta], query: Query, rho: float, delta: float) -> float:
+    """The largest epsilon at which the query, at ``delta``, costs at most ``rho`` (its plan's rho grows
+    with epsilon): for comparing mechanisms at the same share of a budget. Bisection; 0 when none."""
+    if rho <= 0:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    while plan(schema, query, hi, delta).rho <= rho:
+        lo, hi = hi, hi * 2.0
+        if hi > 1e9:  # pragma: no cover - a rho no epsilon reaches
+            return lo
+    for _ in range(60):
+        mid = (lo + hi) / 2.0
+        if mid > 0 and plan(schema, query, mid, delta).rho <= rho:
+            lo = mid
+        else:
+            hi = mid
+    return lo

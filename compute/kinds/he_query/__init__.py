@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 
 from compute import tasks
-from compute.budget import budget_numbers
+from compute.budget import budget_numbers, budget_outlook
 from compute.engines import accounting, dp
 from compute.kinds.base import ROWS_GIVEN, ROWS_PUBLIC, JobEstimate, JobKind, Prepared, query_error
 from compute.kinds.he_query.key_holder import key_wait_sweep
@@ -50,7 +50,8 @@ class HeQuery(JobKind):
         if target is not None:
             eps = self._epsilon_for(dataset=dataset, query=query, dlt=dlt, plan=plan, target=target, rows=rows)
             plan = he_query_check(dataset=dataset, query=query, eps=eps, dlt=dlt)
-        remaining = purchase.epsilon - purchase.epsilon_used
+        rho = accounting.rho_charge(accounting.pure_rho(float(eps)))
+        outlook = budget_outlook(purchase=purchase, epsilon=eps, delta=dlt, rho=rho)
         halfwidth = plan.estimate_halfwidth(rows)
         return JobEstimate(
             epsilon=eps,
@@ -62,9 +63,14 @@ class HeQuery(JobKind):
             mechanism=plan.mechanism,
             note=self._note(query, halfwidth),
             rows_assumed=rows,
-            epsilon_remaining=remaining,
-            affordable=eps <= remaining,
+            epsilon_remaining=outlook.before.epsilon_left,
+            affordable=outlook.fits,
             rows_basis=basis,
+            rho=rho,
+            share_of_allotment=outlook.share,
+            share_used=outlook.before.share,
+            share_used_after=outlook.after.share,
+            epsilon_left_after=outlook.after.epsilon_left,
         )
 
     @staticmethod
