@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 from django.db.models import Count, DecimalField, F, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce
 
 from accounts.models import User
+from compute.engines import accounting
 from config.lookups import get_or_404
-from marketplace.models import Dataset, LedgerEntry, Purchase
+from marketplace.models import EPSILON_QUANTUM, Dataset, LedgerEntry, Purchase
 
 
 def dataset_list(*, user: User | None, search: str = "", mode: str = "", mine: bool = False) -> QuerySet[Dataset]:
@@ -59,6 +60,11 @@ class LedgerTotals:
 
     epsilon: dict[str, Decimal]
     delta: dict[str, Decimal]
+    rho: dict[str, Decimal]
+
+    def loss(self, kind: str) -> accounting.Loss:
+        """The rows of one kind as the accountant's loss."""
+        return accounting.Loss(float(self.epsilon[kind]), float(self.delta[kind]), float(self.rho[kind]))
 
     @property
     def epsilon_spent(self) -> Decimal:
@@ -73,27 +79,49 @@ class LedgerTotals:
 def ledger_totals(entries: QuerySet[LedgerEntry]) -> LedgerTotals:
     """Epsilon and delta summed by kind over ``entries``, in one query."""
     # order_by() clears any ordering: ordered fields would join the GROUP BY and split the sums.
-    rows = {r["kind"]: r for r in entries.order_by().values("kind").annotate(e=Sum("epsilon"), d=Sum("delta"))}
+    rows = {
+        r["kind"]: r for r in entries.order_by().values("kind").annotate(e=Sum("epsilon"), d=Sum("delta"), r=Sum("rho"))
+    }
     kinds = LedgerEntry.Kind.values
     return LedgerTotals(
         epsilon={k: (rows.get(k) or {}).get("e") or Decimal(0) for k in kinds},
         delta={k: (rows.get(k) or {}).get("d") or Decimal(0) for k in kinds},
+        rho={k: (rows.get(k) or {}).get("r") or Decimal(0) for k in kinds},
     )
 
 
 @dataclass(frozen=True)
 class PurchaseBudget:
+    """A purchase's budget under the accountant (compute/engines/accounting.py), from its ledger.
+
+    ``spent`` is the guarantee of the answers released (the better of basic composition and zCDP),
+    ``held`` the epsilon of open jobs' reservations, ``remaining`` the largest epsilon one more job
+    (at delta 0) could ask for, and ``share_used`` how much of the allotment released and open jobs
+    use together."""
+
     spent: Decimal
     held: Decimal
     remaining: Decimal
     totals: LedgerTotals
+    released: accounting.Bound
+    share_used: float
 
 
 def purchase_budget(purchase: Purchase) -> PurchaseBudget:
     """What a purchase has spent, holds for open jobs, and has left, all from its ledger."""
     totals = ledger_totals(purchase.ledger_entries.all())
-    spent, held = totals.epsilon_spent, totals.epsilon_held
-    return PurchaseBudget(spent=spent, held=held, remaining=purchase.epsilon - spent - held, totals=totals)
+    committed = totals.loss(LedgerEntry.Kind.COMMIT)
+    reserved = totals.loss(LedgerEntry.Kind.RESERVE) - totals.loss(LedgerEntry.Kind.REFUND)
+    released = accounting.guarantee(committed, float(purchase.delta))
+    now = accounting.position(cap_epsilon=purchase.epsilon, cap_delta=purchase.delta, used=reserved)
+    return PurchaseBudget(
+        spent=Decimal(repr(released.epsilon)).quantize(EPSILON_QUANTUM, rounding=ROUND_CEILING),
+        held=totals.epsilon_held,
+        remaining=now.epsilon_left,
+        totals=totals,
+        released=released,
+        share_used=now.share,
+    )
 
 
 def dataset_catalogue(

@@ -230,6 +230,8 @@ class PurchaseOutputSerializer(serializers.Serializer):
     price = plain_fields.DecimalField(max_digits=18, decimal_places=2)
     epsilon_spent = serializers.SerializerMethodField()
     epsilon_remaining = serializers.SerializerMethodField()
+    share_used = serializers.SerializerMethodField()
+    composition = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
 
     def _budget(self, obj) -> selectors.PurchaseBudget:
@@ -243,4 +245,13 @@ class PurchaseOutputSerializer(serializers.Serializer):
         return f"{self._budget(obj).spent:.6f}"
 
     def get_epsilon_remaining(self, obj) -> str:
+        """The largest epsilon one more job (at delta 0) could ask for now, under the accountant."""
         return f"{self._budget(obj).remaining:.6f}"
+
+    def get_share_used(self, obj) -> float:
+        """The share of the allotment that released and open jobs use, 0 to 1."""
+        return round(self._budget(obj).share_used, 6)
+
+    def get_composition(self, obj) -> str:
+        """The bound behind epsilon_spent: basic composition or zCDP."""
+        return self._budget(obj).released.method

@@ -193,7 +193,7 @@ class Mechanism:
         grid steps, as drawn), ``epsilon**2 / 2`` for a pure epsilon-DP mechanism."""
         if self.kind == "gaussian":
             return float(Fraction(self.steps**2) / (2 * self.sigma2_steps))
-        return float(self._eps) ** 2 / 2.0
+        return float(self._eps**2 / 2)
 
     @cached_property
     def _p(self) -> float:

@@ -13,7 +13,7 @@ from accounts.models import CREDIT_QUANTUM
 from compute import selectors
 from config import openapi
 from marketplace import selectors as market
-from marketplace.models import DELTA_QUANTUM, EPSILON_QUANTUM, LedgerEntry
+from marketplace.models import DELTA_QUANTUM, EPSILON_QUANTUM, RHO_QUANTUM, LedgerEntry
 
 
 def _eps(value) -> str:
@@ -24,6 +24,10 @@ def _delta(value) -> str:
     return f"{Decimal(value or 0).quantize(DELTA_QUANTUM):f}"
 
 
+def _rho(value) -> str:
+    return f"{Decimal(value or 0).quantize(RHO_QUANTUM):f}"
+
+
 @extend_schema_serializer(component_name="PurchaseLedger")
 class LedgerOutputSerializer(serializers.Serializer):
     purchase = serializers.IntegerField()
@@ -32,9 +36,22 @@ class LedgerOutputSerializer(serializers.Serializer):
     epsilon_committed = serializers.CharField(help_text="Spent by released jobs.")
     epsilon_refunded = serializers.CharField(help_text="Given back by failed and cancelled jobs.")
     epsilon_held = serializers.CharField(help_text="Reserved by jobs still open.")
-    epsilon_remaining = serializers.CharField()
+    epsilon_remaining = serializers.CharField(
+        help_text="The largest epsilon one more job (at delta 0) could ask for now, under the accountant."
+    )
     delta = serializers.CharField()
     delta_committed = serializers.CharField()
+    rho_cap = serializers.CharField(help_text="The largest zCDP rho within the allotment (0 without delta).")
+    rho_reserved = serializers.CharField()
+    rho_committed = serializers.CharField()
+    rho_refunded = serializers.CharField()
+    epsilon_spent = serializers.CharField(
+        help_text="The guarantee of the answers released: the better of basic composition (epsilon_committed) and "
+        "zCDP at the purchase's delta."
+    )
+    delta_spent = serializers.CharField(help_text="The delta of that guarantee.")
+    composition = serializers.CharField(help_text="Which bound gives epsilon_spent: basic composition or zCDP.")
+    share_used = serializers.FloatField(help_text="The share of the allotment that released and open jobs use, 0 to 1.")
     entries = serializers.ListField(
         child=inline_serializer(
             "LedgerEntry",
@@ -44,6 +61,7 @@ class LedgerOutputSerializer(serializers.Serializer):
                 "job": serializers.IntegerField(allow_null=True),
                 "epsilon": serializers.CharField(),
                 "delta": serializers.CharField(),
+                "rho": serializers.CharField(),
                 "created_at": serializers.DateTimeField(),
             },
         ),
@@ -69,12 +87,20 @@ class PurchaseLedgerApi(APIView):
                 "purchase": purchase.pk,
                 "epsilon": _eps(purchase.epsilon),
                 "epsilon_reserved": _eps(s.epsilon[LedgerEntry.Kind.RESERVE]),
-                "epsilon_committed": _eps(budget.spent),
+                "epsilon_committed": _eps(s.epsilon[LedgerEntry.Kind.COMMIT]),
                 "epsilon_refunded": _eps(s.epsilon[LedgerEntry.Kind.REFUND]),
                 "epsilon_held": _eps(budget.held),
                 "epsilon_remaining": _eps(budget.remaining),
                 "delta": _delta(purchase.delta),
                 "delta_committed": _delta(s.delta[LedgerEntry.Kind.COMMIT]),
+                "rho_cap": _rho(purchase.rho_cap),
+                "rho_reserved": _rho(s.rho[LedgerEntry.Kind.RESERVE]),
+                "rho_committed": _rho(s.rho[LedgerEntry.Kind.COMMIT]),
+                "rho_refunded": _rho(s.rho[LedgerEntry.Kind.REFUND]),
+                "epsilon_spent": _eps(budget.spent),
+                "delta_spent": _delta(Decimal(repr(budget.released.delta))),
+                "composition": budget.released.method,
+                "share_used": round(budget.share_used, 6),
                 "entries": [
                     {
                         "id": e.pk,
@@ -82,6 +108,7 @@ class PurchaseLedgerApi(APIView):
                         "job": e.job_id,
                         "epsilon": _eps(e.epsilon),
                         "delta": _delta(e.delta),
+                        "rho": _rho(e.rho),
                         "created_at": e.created_at,
                     }
                     for e in entries

@@ -22,6 +22,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from fractions import Fraction
 from functools import lru_cache
 
 from dp_accounting import dp_event
@@ -66,8 +67,10 @@ class Bound:
 
 
 def pure_rho(epsilon: float) -> float:
-    """The zCDP parameter of a pure epsilon-DP release: epsilon-DP implies (epsilon**2 / 2)-zCDP."""
-    return epsilon * epsilon / 2.0
+    """The zCDP parameter of a pure epsilon-DP release: epsilon-DP implies (epsilon**2 / 2)-zCDP.
+
+    Squared exactly (0.1 is one tenth), then rounded once: 0.1 gives 0.005, not 0.005000000000000001."""
+    return float(Fraction(repr(float(epsilon))) ** 2 / 2)
 
 
 def pure(epsilon: float) -> Loss:
@@ -197,7 +200,40 @@ def upper_bound_rho(epsilon: float, delta: float) -> float:
 
 # -- the ledger's decimals ---------------------------------------------------------------------------
 
+
+@dataclass(frozen=True)
+class Position:
+    """Where a budget stands: what its jobs hold or spent, the guarantee that gives, how much of the cap
+    it uses, and the largest pure epsilon one more job could still ask for."""
+
+    cap_epsilon: Decimal
+    cap_delta: Decimal
+    used: Loss
+    bound: Bound
+    share: float
+    epsilon_left: Decimal
+
+    @property
+    def fits(self) -> bool:
+        return self.share <= 1.0
+
+
+def position(*, cap_epsilon: Decimal, cap_delta: Decimal, used: Loss) -> Position:
+    """A budget's position from its cap and its sums (floats for the accountant, exact caps)."""
+    e, d = float(cap_epsilon), float(cap_delta)
+    left = Decimal(repr(epsilon_left(used, e, d))).quantize(_EPSILON_QUANTUM, rounding=ROUND_FLOOR)
+    return Position(
+        cap_epsilon=cap_epsilon,
+        cap_delta=cap_delta,
+        used=used,
+        bound=guarantee(used, d),
+        share=share(used, e, d),
+        epsilon_left=min(left, cap_epsilon),
+    )
+
+
 RHO_QUANTUM = Decimal("0.000000000001")
+_EPSILON_QUANTUM = Decimal("0.000001")
 
 
 def rho_charge(rho: float) -> Decimal:

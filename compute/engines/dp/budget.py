@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from cloakroom_client.protocol.errors import QueryError
 from cloakroom_client.protocol.noise import Mechanism, mechanism
@@ -41,7 +42,7 @@ class Plan:
         """The query's zCDP cost: its noisy parts' rhos added up (each quantile is a pure
         ``quantile_epsilon``-DP release, charged ``quantile_epsilon**2 / 2``)."""
         if self.query.aggregate == "quantile":
-            return split(self.query) * self.quantile_epsilon**2 / 2.0
+            return split(self.query) * float(Fraction(repr(self.quantile_epsilon)) ** 2 / 2)
         return sum(part.rho for part in self.parts.values())
 
     @property
