@@ -30,6 +30,7 @@ PURCHASE_COLUMNS = (
     "epsilon",
     "epsilon_spent",
     "epsilon_remaining",
+    "share_used",
     "price",
     "created_at",
 )

@@ -30,6 +30,9 @@ ESTIMATE_FIELDS = (
     "rows_assumed",
     "epsilon_remaining",
     "affordable",
+    "share_of_allotment",
+    "share_used_after",
+    "epsilon_left_after",
     "note",
 )
 

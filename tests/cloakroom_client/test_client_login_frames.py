@@ -113,6 +113,7 @@ def test_datasets_and_purchases_as_frames(people, tmp_path):
         "epsilon",
         "epsilon_spent",
         "epsilon_remaining",
+        "share_used",
         "price",
     ]
     assert purchases.loc[0, "id"] == purchase["id"]
