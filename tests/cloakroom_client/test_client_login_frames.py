@@ -106,7 +106,7 @@ def test_datasets_and_purchases_as_frames(people, tmp_path):
     assert "columns" in frame.columns  # the rest of the API's fields follow
 
     purchases = buyer.purchases(as_frame=True)
-    assert list(purchases.columns[:7]) == [
+    assert list(purchases.columns[:8]) == [
         "id",
         "dataset",
         "dataset_title",
