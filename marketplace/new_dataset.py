@@ -46,6 +46,7 @@ from marketplace.pending_uploads import (
     pending_upload_discard,
     pending_upload_get,
     pending_upload_keep,
+    pending_upload_lifetime,
     pending_upload_read,
 )
 
@@ -110,6 +111,7 @@ def _discard(request: HttpRequest, chosen: _Chosen) -> None:
 def _page(request: HttpRequest, context: dict, status: int = 200) -> HttpResponse:
     context.setdefault("kept", None)
     context.setdefault("offered", None)
+    context["kept_minutes"] = max(pending_upload_lifetime() // 60, 1)
     return render(request, "marketplace/dataset_new.html", context, status=status)
 
 
@@ -144,12 +146,17 @@ def _offered_rows(typed: list[dict], report: HeaderReport) -> list[dict]:
     """The rows the owner named, as typed, then the header's columns not declared yet (name and kind only)."""
     named = [row for row in typed if str(row.get("name", "")).strip()]
     declared = {str(row["name"]).strip() for row in named}
-    room = max(MAX_COLUMN_ROWS - len(named), 0)
+    longest = ColumnForm.base_fields["name"].max_length or 100
+    if any(len(column.name) > longest for column in report.columns):
+        report.skipped.append(f"columns whose names are longer than {longest} characters")
     offered = [
         {"name": column.name, "kind": column.kind, "offered": True}
         for column in report.columns
-        if column.name not in declared and len(column.name) <= ColumnForm.base_fields["name"].max_length
+        if column.name not in declared and len(column.name) <= longest
     ]
+    room = max(MAX_COLUMN_ROWS - len(named), 0)
+    if len(offered) > room:
+        report.skipped.append(f"{len(offered) - room} more columns (a dataset declares at most {MAX_COLUMN_ROWS})")
     return named + offered[:room]
 
 

@@ -38,7 +38,8 @@ MAX_PER_SESSION = 3
 DEFAULT_SECONDS = 3600
 
 
-def _lifetime() -> int:
+def pending_upload_lifetime() -> int:
+    """Seconds a pending upload is kept (``CLOAKROOM_PENDING_UPLOAD_SECONDS``)."""
     return int(getattr(settings, "CLOAKROOM_PENDING_UPLOAD_SECONDS", DEFAULT_SECONDS))
 
 
@@ -55,7 +56,7 @@ class PendingUpload:
 
     @property
     def expired(self) -> bool:
-        return time.time() - self.created > _lifetime()
+        return time.time() - self.created > pending_upload_lifetime()
 
 
 def _entries(session: SessionBase) -> dict[str, dict]:
@@ -151,7 +152,7 @@ def pending_uploads_sweep(*, now: datetime | None = None) -> int:
     Sessions that were abandoned (a closed tab, a log-out) never come back for their files, so the
     files' own age is what counts here.
     """
-    cutoff = (now or timezone.now()) - timedelta(seconds=_lifetime())
+    cutoff = (now or timezone.now()) - timedelta(seconds=pending_upload_lifetime())
     try:
         _, names = default_storage.listdir(FOLDER)
     except FileNotFoundError:

@@ -36,8 +36,17 @@ def test_an_owner_picks_a_csv_sees_its_columns_fixes_a_column_without_choosing_t
     page.get_by_label("Epsilon cap").fill("4")
     page.get_by_label("Price per epsilon (credits)").fill("6")
 
-    # 1. Choosing the file offers its header's columns at once, in place.
+    # 0. A file that is not a table is refused in place, beside the file field, and nothing is kept.
     mark_page(page)
+    not_a_table = tmp_path / "scan.csv"
+    not_a_table.write_bytes(b"\x00\x01\x02 not text")
+    page.get_by_label("Data file (CSV or Parquet)").set_input_files(not_a_table)
+    page.locator(".field-file.has-error").wait_for()
+    assert "neither CSV text nor Parquet" in page.locator(".field-file .field-error").inner_text()
+    assert page.locator("#kept-file").count() == 0
+    assert page.get_by_label("Title").input_value() == "Clinic visits, from the header"
+
+    # 1. Choosing the file offers its header's columns at once, in place.
     page.get_by_label("Data file (CSV or Parquet)").set_input_files(csv_path)
     page.locator("#offered-note").wait_for()
     assert same_document(page), "reading the header must not reload the page"

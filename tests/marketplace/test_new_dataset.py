@@ -96,7 +96,8 @@ def test_the_header_step_stores_no_dataset_only_the_kept_upload(owner, private_s
     assert b"secret-note-1" not in kept.read_bytes()
     assert storage.decrypt_bytes(kept.read_bytes()) == CSV
     assert token_of(page)
-    assert 'Kept from your last try: <strong class="kept-name">clinic.csv</strong>' in page
+    assert 'Kept for this form: <strong class="kept-name">clinic.csv</strong>' in page
+    assert "until the dataset is created or for 60 minutes" in page
     assert str(kept.relative_to(private_storage)) not in page  # the storage path is never shown
 
 
@@ -123,6 +124,15 @@ def test_rows_already_declared_are_kept_as_typed_and_only_the_others_are_offered
     assert names == ["visits", "age", "region", "smoker", "notes"]
     assert 'value="Typed title"' in page
     assert "field-error" not in page  # nothing is validated at this step
+
+
+def test_names_too_long_for_a_column_are_not_offered_and_the_page_says_so(owner, private_storage):
+    data = b"age," + b"x" * 101 + b"\n1,2\n"
+
+    page = inspect(logged_in(owner), csv_file(data)).content.decode()
+
+    assert re.findall(r'name="columns-\d+-name"[^>]*value="([^"]+)"', page) == ["age"]
+    assert "Not offered: columns whose names are longer than 100 characters." in page
 
 
 def test_a_file_that_is_not_a_table_is_refused_beside_the_file_field_and_not_kept(owner, private_storage):
@@ -159,7 +169,7 @@ def test_the_page_reads_the_header_as_soon_as_a_file_is_chosen(owner):
 
     file_input = re.search(r'<input type="file" name="file"[^>]*>', page)[0]
     assert f'hx-post="{URL}"' in file_input and 'hx-trigger="change"' in file_input
-    assert "hx-vals='{&quot;inspect&quot;: &quot;1&quot;}'" in file_input or 'hx-vals="{&quot;inspect' in file_input
+    assert 'hx-vals="{&quot;inspect&quot;: &quot;1&quot;}"' in file_input
     assert 'hx-select="#dataset-form"' in file_input
     assert '<form method="post" enctype="multipart/form-data"' in page and 'id="dataset-form"' in page
     assert 'name="inspect" value="1"' in page  # the same step without JavaScript
