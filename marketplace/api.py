@@ -73,7 +73,11 @@ class DatasetListCreateApi(APIView):
         summary="Upload a DP dataset",
         description="Owners only. The file (CSV with a header row, or Parquet) is checked against the declared "
         "columns before anything is stored, then encrypted at rest; the dataset starts as a draft. The "
-        "`metadata` part is a JSON object (Content-Type application/json, or a plain text part).",
+        "`metadata` part is a JSON object (Content-Type application/json, or a plain text part). A file that "
+        "does not match a declared column is a 400 whose `fields` list every problem under `file` and each "
+        "under the column's own field as well: `metadata.columns.2.upper` (a value above the third column's "
+        "upper bound), `.lower`, `.categories`, `.kind` (a value not of the declared kind), `.name` (the "
+        "column is not in the file, or is there twice), or `metadata.columns.2` (missing cells).",
         request={
             "multipart/form-data": OpenApiRequest(
                 inline_serializer(

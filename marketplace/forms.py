@@ -7,12 +7,16 @@ serializers (see :func:`validate_dataset_metadata`), so the web and the API can 
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
 from django import forms
+from django.forms.utils import ErrorDict
+from django.urls import reverse_lazy
 
 from config import fields as plain_fields
+from config.exceptions import ServiceError
 from marketplace.models import Column, Dataset
 from marketplace.serializers import DatasetMetadataSerializer
 
@@ -99,11 +103,26 @@ class DatasetForm(forms.Form):
     clip_to_bounds = forms.BooleanField(
         label="Clip values outside the declared bounds instead of rejecting the file", required=False
     )
+    # Not required by the form: after a failed submit the page keeps the file (marketplace/pending_uploads.py),
+    # and the view says when there is neither a new file nor a kept one. Choosing a file sends the form to
+    # read the file's header (htmx); without JavaScript, "Read the columns from the file" does the same.
     file = forms.FileField(
         label="Data file (CSV or Parquet)",
-        widget=forms.ClearableFileInput(attrs={"accept": ".csv,.parquet,.pq,text/csv"}),
-        help_text="Checked against the schema below before anything is stored, then encrypted at rest. "
-        "If the page comes back with an error, choose the file again.",
+        required=False,
+        widget=forms.FileInput(
+            attrs={
+                "accept": ".csv,.parquet,.pq,text/csv",
+                "hx-post": reverse_lazy("dataset-new"),
+                "hx-trigger": "change",
+                "hx-vals": '{"inspect": "1"}',
+                "hx-target": "#dataset-form",
+                "hx-select": "#dataset-form",
+                "hx-swap": "outerHTML",
+            }
+        ),
+        help_text="Its header's columns are offered in the schema below. It is checked against the schema "
+        "before anything is stored, then encrypted at rest. If the page comes back with an error, the file "
+        "is kept: choose one again only to replace it.",
     )
 
 
@@ -126,12 +145,51 @@ class ColumnForm(forms.Form):
         help_text="Categorical columns only: every allowed value, separated by commas.",
     )
     is_label = forms.BooleanField(label="Label column (the target for model training)", required=False)
+    leave_out = forms.BooleanField(
+        label="Leave this column out (it is not stored, and buyers never see it)", required=False
+    )
+
+    def full_clean(self) -> None:
+        # A row left out is not declared: it is skipped like an untouched blank row, whatever it holds.
+        if self.is_bound and self.fields["leave_out"].widget.value_from_datadict(
+            self.data, self.files, self.add_prefix("leave_out")
+        ):
+            self._errors = ErrorDict()
+            self.cleaned_data = {}
+            return
+        super().full_clean()
 
 
-ColumnFormSet = forms.formset_factory(ColumnForm, extra=3, max_num=500, absolute_max=500)
-# Used when re-rendering with one more row: the rows the user typed come back as initial data.
-ColumnFormSetNoExtra = forms.formset_factory(ColumnForm, extra=0, max_num=500, absolute_max=500)
+class BaseColumnFormSet(forms.BaseFormSet):
+    def initial_form_count(self) -> int:
+        # Rows drawn again from what was typed, or offered from a file's header, are new rows like the
+        # page's own: an untouched one is skipped on submit instead of failing as a required row.
+        return super().initial_form_count() if self.is_bound else 0
+
+
+ColumnFormSet = forms.formset_factory(ColumnForm, formset=BaseColumnFormSet, extra=3, max_num=500, absolute_max=500)
 COLUMNS_PREFIX = "columns"
+# The column rows a New dataset page may have (the formset's absolute maximum).
+MAX_COLUMN_ROWS = 500
+
+
+def column_formset_from_rows(rows: list[dict[str, Any]]) -> forms.BaseFormSet:
+    """An unbound formset drawing exactly ``rows`` (typed rows, offered columns, blank rows: ``{}``)."""
+    factory = forms.formset_factory(
+        ColumnForm, formset=BaseColumnFormSet, extra=len(rows), max_num=MAX_COLUMN_ROWS, absolute_max=MAX_COLUMN_ROWS
+    )
+    formset = factory(initial=rows, prefix=COLUMNS_PREFIX)
+    formset.column_list_errors = []
+    return formset
+
+
+def show_error(form: forms.Form, field: str | None, message: str) -> None:
+    """Show ``message`` beside ``field`` of a form drawn again from what was typed, unbound (so that
+    nothing else in it is validated, and no other error appears)."""
+    if not form.is_bound and not hasattr(form, "cleaned_data"):
+        form.full_clean()
+        form.cleaned_data = {}
+    form.add_error(field, message)
 
 
 def posted_column_rows(data: Any) -> list[dict[str, Any]]:
@@ -144,6 +202,7 @@ def posted_column_rows(data: Any) -> list[dict[str, Any]]:
     for i in range(max(total, 0)):
         row = {name: data.get(f"{COLUMNS_PREFIX}-{i}-{name}", "") for name in ColumnForm.base_fields}
         row["is_label"] = bool(row["is_label"])
+        row["leave_out"] = bool(row["leave_out"])
         rows.append(row)
     return rows
 
@@ -161,14 +220,18 @@ def validate_dataset_metadata(form: DatasetForm, formset: forms.BaseFormSet) -> 
     error about the column list as a whole is in ``formset.column_list_errors``.
     """
     formset.column_list_errors = []
+    # Blank rows the user never touched, and rows left out, are skipped; the rest map one to one onto
+    # the serializer's list (and, for the upload check's errors, onto the service's column indices).
+    formset.filled_forms = []
     if not (form.is_valid() & formset.is_valid()):
         return None
 
-    # Blank rows the user never touched are skipped; the rest map one to one onto the serializer's list.
     filled = [f for f in formset.forms if f.cleaned_data]
+    formset.filled_forms = filled
     columns = []
     for f in filled:
         row = dict(f.cleaned_data)
+        row.pop("leave_out", None)
         categories = _split_categories(row.pop("categories") or "")
         if categories:
             row["categories"] = categories
@@ -207,3 +270,40 @@ def _attach_column_errors(reasons: Any, filled: list[forms.Form], formset: forms
                     filled[index].add_error(target, str(value))
         elif item:
             formset.column_list_errors.append(str(item))
+
+
+_COLUMN_FIELD = re.compile(r"metadata\.columns\.(\d+)(?:\.(\w+))?")
+
+
+def attach_upload_error(form: DatasetForm, formset: forms.BaseFormSet, exc: ServiceError) -> None:
+    """Show a service's error where it belongs: a problem of one declared column (``metadata.columns.2.upper``)
+    beside that column's field in its row, a problem of the file beside the file field, any other at the
+    top of the form. ``formset.filled_forms`` are the rows the service's columns were made from."""
+    if not exc.fields:
+        form.add_error(None, exc.message)
+        return
+    rows: list[forms.Form] = getattr(formset, "filled_forms", [])
+    attached: set[str] = set()
+    beside_columns: set[str] = set()
+    for name, reasons in exc.fields.items():
+        match = _COLUMN_FIELD.fullmatch(name)
+        if match is None or int(match[1]) >= len(rows):
+            continue
+        part = match[2] if match[2] in ColumnForm.base_fields else None
+        for reason in reasons:
+            rows[int(match[1])].add_error(part, reason)
+        attached.add(name)
+        beside_columns.update(reasons)
+    for name, reasons in exc.fields.items():
+        if name in attached:
+            continue
+        target = name if name in form.fields else None
+        # The file's list repeats the problems shown beside their columns; those are not shown twice.
+        for reason in [r for r in reasons if r not in beside_columns] if name == "file" else reasons:
+            form.add_error(target, reason)
+    if beside_columns and "file" in exc.fields and not form.errors.get("file"):
+        form.add_error(
+            "file",
+            "The file does not match the columns declared below: see the errors beside them. The file is kept; "
+            "correct the columns and submit again.",
+        )

@@ -102,6 +102,25 @@ def read_upload(upload) -> bytes:
     return data
 
 
+# Codes of an upload refused for what the file is, not for how it differs from the declared columns.
+FILE_PROBLEMS = frozenset({"empty_file", "unsupported_file_type", "unreadable_file", "file_too_large"})
+
+
+def column_error_fields(columns: list[dict], problems: dict[str, dict[str, list[str]]]) -> dict[str, list[str]]:
+    """The upload check's problems per declared column, as error fields beside the metadata's own:
+    ``metadata.columns.2.upper`` (a part of the third column's declaration) or ``metadata.columns.2``
+    (the column as a whole), the names a metadata error of that column has."""
+    index = {column["name"]: i for i, column in enumerate(columns)}
+    fields: dict[str, list[str]] = {}
+    for name, parts in problems.items():
+        if name not in index:
+            continue
+        for part, reasons in parts.items():
+            key = f"metadata.columns.{index[name]}" + (f".{part}" if part else "")
+            fields.setdefault(key, []).extend(reasons)
+    return fields
+
+
 def dataset_create(*, owner: User, data: DatasetInput, upload) -> Dataset:
     """Check an upload against its declared schema, store it encrypted, and create the draft dataset.
 
@@ -124,10 +143,10 @@ def dataset_create(*, owner: User, data: DatasetInput, upload) -> Dataset:
     except UploadRejected as exc:
         raise ValidationFailed(
             "The file does not match the declared schema: " + "; ".join(exc.problems)
-            if exc.code not in {"empty_file", "unsupported_file_type", "unreadable_file"}
+            if exc.code not in FILE_PROBLEMS
             else exc.problems[0],
             code=exc.code,
-            fields={"file": exc.problems},
+            fields={"file": exc.problems, **column_error_fields(data.columns, exc.columns)},
         ) from None
 
     path = storage.store_encrypted(result.to_parquet_bytes())

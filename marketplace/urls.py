@@ -5,12 +5,12 @@ The owner's dashboard (``/dashboard/``) counts jobs, so it is compute's page, ro
 
 from django.urls import path
 
-from marketplace import views
+from marketplace import new_dataset, views
 
 urlpatterns = [
     path("", views.catalogue, name="catalogue"),
-    path("datasets/new/", views.dataset_new, name="dataset-new"),
-    path("datasets/new/column/", views.dataset_new_column, name="dataset-new-column"),
+    path("datasets/new/", new_dataset.dataset_new, name="dataset-new"),
+    path("datasets/new/column/", new_dataset.dataset_new_column, name="dataset-new-column"),
     path("datasets/mine/", views.my_datasets, name="my-datasets"),
     path("datasets/<int:dataset_id>/", views.dataset_detail, name="dataset-detail"),
     path("datasets/<int:dataset_id>/buy/", views.dataset_buy, name="dataset-buy"),

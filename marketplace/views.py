@@ -1,39 +1,27 @@
 """Server-rendered marketplace pages.
 
 Views stay thin: they parse forms, call services (writes) and selectors (reads), and render.
-Another user's draft, or any object the caller may not see, is a 404, never a 403.
+Another user's draft, or any object the caller may not see, is a 404, never a 403. The New dataset
+page has a module of its own (marketplace/new_dataset.py).
 """
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from accounts.selectors import wallet_balance
 from config.exceptions import NotFound, ServiceError
 from marketplace import selectors, services
-from marketplace.forms import (
-    COLUMNS_PREFIX,
-    BuyForm,
-    CatalogueFilterForm,
-    ColumnForm,
-    ColumnFormSet,
-    ColumnFormSetNoExtra,
-    DatasetForm,
-    posted_column_rows,
-    validate_dataset_metadata,
-)
+from marketplace.forms import BuyForm, CatalogueFilterForm
 from marketplace.models import Dataset
 
 CATALOGUE_PAGE_SIZE = 12
 LIST_PAGE_SIZE = 25
-# The most column rows the new-dataset form takes (its formset's absolute maximum).
-MAX_COLUMN_ROWS = 500
 
 
 def _visible_dataset(request: HttpRequest, dataset_id: int) -> Dataset:
@@ -165,89 +153,6 @@ def _owner_status_change(request: HttpRequest, dataset_id: int, change, outcome:
         return redirect("dataset-detail", dataset_id=dataset_id)
     messages.success(request, f"“{dataset.title}” {outcome}")
     return redirect("dataset-detail", dataset_id=dataset.pk)
-
-
-def _require_owner(request: HttpRequest) -> None:
-    if not request.user.is_owner:
-        raise PermissionDenied("Only accounts with the owner role can list datasets.")
-
-
-@login_required
-@require_http_methods(["GET", "POST"])
-def dataset_new(request: HttpRequest) -> HttpResponse:
-    _require_owner(request)
-    status = 200
-    if request.method == "POST" and "add_column" in request.POST:
-        # Without JavaScript, "add column" re-renders the page with the rows typed so far plus one
-        # blank row. Nothing is validated yet, so no errors are shown for half-filled rows.
-        form = DatasetForm(initial=request.POST.dict())
-        rows = posted_column_rows(request.POST)
-        formset = ColumnFormSetNoExtra(initial=[*rows, {}], prefix=COLUMNS_PREFIX)
-        formset.column_list_errors = []
-        messages.info(request, "A blank column row was added. Choose the data file again before you submit.")
-    elif request.method == "POST":
-        form = DatasetForm(request.POST, request.FILES)
-        formset = ColumnFormSet(request.POST, prefix=COLUMNS_PREFIX)
-        metadata = validate_dataset_metadata(form, formset)
-        status = 400
-        if metadata is not None:
-            try:
-                dataset = services.dataset_create(
-                    owner=request.user,
-                    data=services.DatasetInput(**metadata),
-                    upload=form.cleaned_data["file"],
-                )
-            except ServiceError as exc:
-                _attach_service_error(form, exc)
-                status = exc.status_code
-            else:
-                messages.success(
-                    request,
-                    f"“{dataset.title}” was checked and stored as a draft with {dataset.row_count} rows. "
-                    "Publish it when you are ready for buyers to see it.",
-                )
-                return redirect("dataset-detail", dataset_id=dataset.pk)
-    else:
-        form = DatasetForm()
-        formset = ColumnFormSet(prefix=COLUMNS_PREFIX)
-        formset.column_list_errors = []
-    return render(request, "marketplace/dataset_new.html", {"form": form, "formset": formset}, status=status)
-
-
-@login_required
-@require_GET
-def dataset_new_column(request: HttpRequest) -> HttpResponse:
-    """One more blank column row for the new-dataset form (htmx), numbered after the rows it has."""
-    _require_owner(request)
-    name = f"{COLUMNS_PREFIX}-TOTAL_FORMS"
-    try:
-        index = int(request.GET.get(name, ""))
-    except ValueError:
-        index = -1
-    if not 0 <= index < MAX_COLUMN_ROWS:
-        return HttpResponse(
-            f"{name}: give the number of rows the form has now, from 0 to {MAX_COLUMN_ROWS - 1}.",
-            status=400,
-            content_type="text/plain; charset=utf-8",
-        )
-    column_form = ColumnForm(prefix=f"{COLUMNS_PREFIX}-{index}")
-    column_form.fields["name"].widget.attrs["autofocus"] = True  # keyboard users continue in the new row
-    return render(
-        request,
-        "marketplace/_column_row_added.html",
-        {"column_form": column_form, "index": index, "total": index + 1},
-    )
-
-
-def _attach_service_error(form: DatasetForm, exc: ServiceError) -> None:
-    """Show a service's error beside the field it names (e.g. "file"), or at the top of the form."""
-    if not exc.fields:
-        form.add_error(None, exc.message)
-        return
-    for name, reasons in exc.fields.items():
-        target = name if name in form.fields else None
-        for reason in reasons:
-            form.add_error(target, reason)
 
 
 @login_required

@@ -179,6 +179,8 @@ CLOAKROOM_MAX_CSV_HEADER_BYTES = env_int("CLOAKROOM_MAX_CSV_HEADER_BYTES", 128 *
 # Request bodies (other than uploaded files) larger than this are answered 413 (config/errors.py).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# Seconds the New dataset page keeps a chosen file across failed submits (marketplace/pending_uploads.py).
+CLOAKROOM_PENDING_UPLOAD_SECONDS = env_int("CLOAKROOM_PENDING_UPLOAD_SECONDS", 3600)
 # HE bundles: the largest single file (context or ciphertext) an owner may upload, in bytes.
 CLOAKROOM_MAX_BUNDLE_FILE_BYTES = env_int("CLOAKROOM_MAX_BUNDLE_FILE_BYTES", 64 * 1024 * 1024)
 # HE bundles: the largest whole bundle (all files its manifest declares together), in bytes.
@@ -258,6 +260,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": _sweep_seconds,
         "options": {"expires": _sweep_seconds},
     },
+    # Kept uploads of the New dataset page past their lifetime (marketplace/pending_uploads.py).
+    "sweep-pending-uploads": {"task": "marketplace.sweep_pending_uploads", "schedule": 600},
 }
 
 # A worker's claim on a job lasts this long (longer than the task time limit); past it the sweeper re-queues the job (or fails and

@@ -2,7 +2,9 @@
 
 Three modules: :mod:`~marketplace.ingest.limits` (the limits and the refusals),
 :mod:`~marketplace.ingest.readers` (bytes to a table) and :mod:`~marketplace.ingest.checks` (the table
-against the declaration, and :func:`ingest`, the two together).
+against the declaration, and :func:`ingest`, the two together); and
+:mod:`~marketplace.ingest.header`, the columns a file's header offers the owner's form (names and a
+kind guessed from the values' type, never bounds or categories).
 
 Pure functions on bytes and column declarations (no Django), so they are tested alone. The file is
 untrusted input: it is size-capped by the caller, its type is decided from its content, it is parsed
@@ -20,12 +22,15 @@ expand far beyond its stored size). A file over a limit raises :class:`UploadToo
 """
 
 from marketplace.ingest.checks import ColumnSpec, IngestResult, check_against_schema, ingest
+from marketplace.ingest.header import HeaderColumn, HeaderReport, inspect_header
 from marketplace.ingest.limits import IngestLimits, UploadRejected, UploadTooLarge
 from marketplace.ingest.readers import PARQUET_BATCH_ROWS, check_csv_header, read_frame, sniff_format
 
 __all__ = [
     "PARQUET_BATCH_ROWS",
     "ColumnSpec",
+    "HeaderColumn",
+    "HeaderReport",
     "IngestLimits",
     "IngestResult",
     "UploadRejected",
@@ -33,6 +38,7 @@ __all__ = [
     "check_against_schema",
     "check_csv_header",
     "ingest",
+    "inspect_header",
     "read_frame",
     "sniff_format",
 ]

@@ -66,12 +66,21 @@ def _missing_mask(series: pd.Series) -> np.ndarray:
 
 
 class _ColumnProblem(Exception):
-    """One declared column cannot be stored; the message is the sentence listed for it."""
+    """One declared column cannot be stored; the message is the sentence listed for it.
+
+    ``fields``: the parts of the column's declaration the problem points at (``kind``, ``lower``, ...);
+    none means the column as a whole.
+    """
+
+    def __init__(self, message: str, *fields: str) -> None:
+        super().__init__(message)
+        self.fields = fields or ("",)
 
 
 def _check_header(frame: pd.DataFrame, specs: list[ColumnSpec]) -> list[str]:
     """Return the file's own header; refuse a file missing a declared column or holding no rows."""
     problems: list[str] = []
+    columns: dict[str, dict[str, list[str]]] = {}
     # The file's own header: a Parquet frame holds only the declared columns that were decoded.
     header = list(frame.attrs.get("header") or frame.columns)
     present = set(header)
@@ -82,10 +91,12 @@ def _check_header(frame: pd.DataFrame, specs: list[ColumnSpec]) -> list[str]:
             f"declared column{'s' if len(missing) > 1 else ''} {', '.join(repr(m) for m in missing)} "
             f"not found in the file (columns found: {found})"
         )
+        for name in missing:
+            columns[name] = {"name": [f"column '{name}' is not in the file (columns found: {found})"]}
     if len(frame) == 0:
         problems.append("the file has a header but no data rows")
     if problems:
-        raise UploadRejected(problems, code="missing_column" if missing else "empty_file")
+        raise UploadRejected(problems, code="missing_column" if missing else "empty_file", columns=columns)
     return header
 
 
@@ -93,16 +104,19 @@ def _numeric_column(spec: ColumnSpec, raw: pd.Series, clip: bool, clipped: dict[
     """Finite floats within the declared bounds; with ``clip``, values outside are clipped and counted."""
     if pd.api.types.is_datetime64_any_dtype(raw) or pd.api.types.is_timedelta64_dtype(raw):
         # pandas would turn these into nanosecond counts, which are not the owner's numbers.
-        raise _ColumnProblem(f"column '{spec.name}': holds dates or durations, not numbers")
+        raise _ColumnProblem(f"column '{spec.name}': holds dates or durations, not numbers", "kind")
     values = raw.astype(float) if pd.api.types.is_bool_dtype(raw) else pd.to_numeric(raw, errors="coerce")
     bad = values.isna().to_numpy() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
     if bad.any():
-        raise _ColumnProblem(_describe(spec.name, "are not finite numbers", bad, raw))
+        raise _ColumnProblem(_describe(spec.name, "are not finite numbers", bad, raw), "kind")
     values = values.astype(float)
-    outside = ((values < spec.lower) | (values > spec.upper)).to_numpy()
+    below, above = (values < spec.lower).to_numpy(), (values > spec.upper).to_numpy()
+    outside = below | above
     if not outside.any():
         return values
     if not clip:
+        # The bound each side's values pass is the one to widen, so the problem points at it.
+        sides = [side for side, mask in (("lower", below), ("upper", above)) if mask.any()]
         raise _ColumnProblem(
             _describe(
                 spec.name,
@@ -110,7 +124,8 @@ def _numeric_column(spec: ColumnSpec, raw: pd.Series, clip: bool, clipped: dict[
                 outside,
                 raw,
             )
-            + "; correct them, widen the bounds, or ask for clipping"
+            + "; correct them, widen the bounds, or ask for clipping",
+            *sides,
         )
     clipped[spec.name] = int(outside.sum())
     return values.clip(lower=spec.lower, upper=spec.upper)
@@ -121,7 +136,7 @@ def _categorical_column(spec: ColumnSpec, raw: pd.Series) -> pd.Series:
     text = raw.astype(str).str.strip()
     unknown = ~text.isin(set(spec.categories)).to_numpy()
     if unknown.any():
-        raise _ColumnProblem(_describe(spec.name, "are not among the declared categories", unknown, text))
+        raise _ColumnProblem(_describe(spec.name, "are not among the declared categories", unknown, text), "categories")
     return text.astype(object)
 
 
@@ -134,7 +149,7 @@ def _boolean_column(spec: ColumnSpec, raw: pd.Series) -> pd.Series:
     is_false = text.isin(FALSE_WORDS).to_numpy()
     bad = ~(is_true | is_false)
     if bad.any():
-        raise _ColumnProblem(_describe(spec.name, "are not booleans (use true/false, yes/no or 1/0)", bad, raw))
+        raise _ColumnProblem(_describe(spec.name, "are not booleans (use true/false, yes/no or 1/0)", bad, raw), "kind")
     return pd.Series(is_true, dtype=bool)
 
 
@@ -143,7 +158,7 @@ def _checked_column(
 ) -> pd.Series:
     """One declared column, typed; raises :class:`_ColumnProblem` with the first problem found in it."""
     if header.count(spec.name) > 1 or isinstance(frame.get(spec.name), pd.DataFrame):
-        raise _ColumnProblem(f"column '{spec.name}' appears more than once in the file")
+        raise _ColumnProblem(f"column '{spec.name}' appears more than once in the file", "name")
     raw = frame[spec.name]
     raw = raw.reset_index(drop=True)
     missing_mask = _missing_mask(raw)
@@ -164,10 +179,12 @@ def check_against_schema(
 ) -> tuple[pd.DataFrame, dict[str, int], list[str]]:
     """Return the frame reduced to the declared columns, typed, and clipped when asked.
 
-    Raises :class:`UploadRejected` listing every problem found, column by column (the first in each).
+    Raises :class:`UploadRejected` listing every problem found, column by column (the first in each),
+    each also under its column's name in ``columns``.
     """
     header = _check_header(frame, specs)
     problems: list[str] = []
+    columns: dict[str, dict[str, list[str]]] = {}
     out: dict[str, pd.Series] = {}
     clipped: dict[str, int] = {}
     for spec in specs:
@@ -175,8 +192,9 @@ def check_against_schema(
             out[spec.name] = _checked_column(frame, header, spec, clip, clipped)
         except _ColumnProblem as problem:
             problems.append(str(problem))
+            columns[spec.name] = {name: [str(problem)] for name in problem.fields}
     if problems:
-        raise UploadRejected(problems)
+        raise UploadRejected(problems, columns=columns)
     return pd.DataFrame(out), clipped, [c for c in header if c not in {s.name for s in specs}]
 
 

@@ -12,12 +12,21 @@ from config.exceptions import ValidationFailed
 
 
 class UploadRejected(Exception):
-    """The file cannot be stored. ``problems`` are sentences a person can act on."""
+    """The file cannot be stored. ``problems`` are sentences a person can act on.
 
-    def __init__(self, problems: list[str], *, code: str = "invalid_file") -> None:
+    ``columns`` says which declared column each problem is about, when it is about one: the column's
+    name, then the part of its declaration the problem points at (``name``, ``kind``, ``lower``,
+    ``upper``, ``categories``, or ``""`` for the column as a whole), then the sentences about it, which
+    ``problems`` also says. Problems about the file itself (empty, unreadable, no data rows) name no column.
+    """
+
+    def __init__(
+        self, problems: list[str], *, code: str = "invalid_file", columns: dict[str, dict[str, list[str]]] | None = None
+    ) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
         self.code = code
+        self.columns = columns or {}
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,11 @@ except AttributeError:  # pragma: no cover
     pass
 
 
+def is_nested(kind: pa.DataType) -> bool:
+    """Whether a Parquet column of this type holds lists, structs or maps rather than one value a row."""
+    return any(test(kind) for test in _NESTED)
+
+
 def _is_text(kind: pa.DataType) -> bool:
     types = pa.types
     return types.is_string(kind) or types.is_large_string(kind) or types.is_binary(kind) or types.is_large_binary(kind)
@@ -176,12 +181,14 @@ def _columns_to_decode(schema: pa.Schema, columns: list[str] | None) -> tuple[li
     names = [n for n in schema.names if n not in index_names]
     wanted = names if columns is None else [c for c in dict.fromkeys(columns) if names.count(c) == 1]
     problems = []
+    columns: dict[str, dict[str, list[str]]] = {}
     for name in wanted:
         kind = schema.field(name).type
-        if any(test(kind) for test in _NESTED):
+        if is_nested(kind):
             problems.append(f"column '{name}': holds nested values ({kind}), not one value per row")
+            columns[name] = {"kind": [problems[-1]]}
     if problems:
-        raise UploadRejected(problems)
+        raise UploadRejected(problems, columns=columns)
     return names, wanted
 
 
@@ -227,6 +234,15 @@ def _decode_parquet(
         if pa.types.is_dictionary(field_.type):
             table = table.set_column(i, field_.name, table.column(i).cast(field_.type.value_type))
     return table.to_pandas()
+
+
+def parquet_header(data: bytes, limits: IngestLimits) -> list[tuple[str, pa.DataType]]:
+    """The file's columns (its pandas index aside) and their types, from the footer; no data is decoded."""
+    parquet, schema = _open_parquet(data)
+    _check_parquet_footer(parquet.metadata, limits)
+    names, _ = _columns_to_decode(schema, [])
+    kept = set(names)
+    return [(name, kind) for name, kind in zip(schema.names, schema.types, strict=True) if name in kept]
 
 
 def _read_parquet(data: bytes, columns: list[str] | None, limits: IngestLimits) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """The owner's journey in a real browser: sign up as an owner, declare a schema column by column,
-upload a CSV, see errors beside the fields that caused them (with everything typed kept), fix them,
-publish, and then see a buyer's spending, made by the real worker, appear on the dashboard: its
+choose a CSV (its undeclared column is offered), see errors beside the fields and the column that
+caused them (with everything typed and the file kept), fix them, publish, and then see a buyer's spending, made by the real worker, appear on the dashboard: its
 chart, earnings, buyers and job counts, and never the values the buyer was given.
 """
 
@@ -57,14 +57,19 @@ def test_an_owner_declares_uploads_fixes_publishes_and_sees_a_buyers_spend(live_
     fill_column(page, 0, "age", "numeric", "0", "120")
     fill_column(page, 1, "region", "categorical", categories="north, south, east, west")
     fill_column(page, 2, "smoker", "boolean")
-    page.get_by_label("Data file (CSV or Parquet)").set_input_files(csv_path)
     mark_page(page)
+    # Choosing the file reads its header in place: the rows typed stay, the one column not declared
+    # yet ("visits") is offered after them, and the file is kept for the submit.
+    page.get_by_label("Data file (CSV or Parquet)").set_input_files(csv_path)
+    page.locator("#offered-note").wait_for()
+    assert page.locator("#id_columns-3-name").input_value() == "visits"
+    assert page.locator("#id_columns-0-upper").input_value() == "120"
     page.get_by_role("button", name="Add column").click()
-    page.locator("#column-row-3").wait_for()
-    assert same_document(page), "adding a column must not reload the page"
-    assert page.locator("#id_columns-TOTAL_FORMS").input_value() == "4"
-    assert page.evaluate("document.activeElement.id") == "id_columns-3-name"  # the keyboard goes on there
-    assert page.get_by_label("Data file (CSV or Parquet)").evaluate("el => el.files.length") == 1
+    page.locator("#column-row-4").wait_for()
+    assert same_document(page), "reading the header and adding a column must not reload the page"
+    assert page.locator("#id_columns-TOTAL_FORMS").input_value() == "5"
+    assert page.evaluate("document.activeElement.id") == "id_columns-4-name"  # the keyboard goes on there
+    assert page.locator("#kept-file .kept-name").inner_text() == "clinic-visits.csv"
     fill_column(page, 3, "visits", "numeric", "0", "3")  # a second mistake: the data go up to 20
 
     # 2. A bad epsilon cap: the error is beside that field and everything typed is kept.
@@ -82,20 +87,19 @@ def test_an_owner_declares_uploads_fixes_publishes_and_sees_a_buyers_spend(live_
     assert page.locator("#id_columns-3-upper").input_value() == "3"
     assert page.get_by_label("Show the row count to buyers").is_checked()
 
-    # 3. Fixed; now the file is checked against the schema and refused, beside the file field.
+    # 3. Fixed; now the kept file is checked against the schema and refused, beside the column's bound.
     page.get_by_label("Epsilon cap").fill("5")
-    page.get_by_label("Data file (CSV or Parquet)").set_input_files(csv_path)
     page.get_by_role("button", name="Check and create draft").click()
-    page.locator(".field-file.has-error").wait_for()
+    page.locator("#column-row-3 .field-upper.has-error").wait_for()
     assert page.locator(".field-epsilon_cap.has-error").count() == 0
-    file_error = field_error(page, "file")
-    assert "column 'visits'" in file_error and "outside the declared bounds [0, 3]" in file_error, file_error
+    column_error = page.locator("#column-row-3 .field-upper .field-error").inner_text()
+    assert "column 'visits'" in column_error and "outside the declared bounds [0, 3]" in column_error, column_error
+    assert "see the errors beside them" in field_error(page, "file")
     assert page.locator("#id_columns-3-upper").input_value() == "3"
     assert page.get_by_label("Epsilon cap").input_value() == "5"
 
-    # 4. Widen the bounds, choose the file again, and the draft is created.
+    # 4. Widen the bounds, without choosing the file again, and the draft is created.
     page.locator("#id_columns-3-upper").fill("52")
-    page.get_by_label("Data file (CSV or Parquet)").set_input_files(csv_path)
     page.get_by_role("button", name="Check and create draft").click()
     page.wait_for_url("**/datasets/*/")
     dataset_id = int(page.url.rstrip("/").rsplit("/", 1)[-1])

@@ -2,7 +2,7 @@
 
 A live gunicorn (production settings, hashed static files) and Debian's Chromium: the public pages,
 a buyer's dataset page whose estimate htmx redraws as the epsilon is typed, the owner's new-dataset
-page whose "Add column" is an htmx request, the Swagger UI page (vendored drf-spectacular-sidecar
+page whose "Add column" and choice of a file are htmx requests, the Swagger UI page (vendored drf-spectacular-sidecar
 assets, an inline start-up script allowed by its hash), and Django admin. Violations are collected
 from the ``securitypolicyviolation`` event (an init script, which CSP does not govern) and from the
 console; a deliberately inline script proves the collector sees them.
@@ -176,6 +176,12 @@ def test_the_pages_htmx_swagger_and_admin_run_under_the_policy_without_a_violati
             rows = owner.page.locator(".column-row").count()
             owner.page.get_by_role("button", name="Add column").click()
             owner.page.locator(f"#column-row-{rows}").wait_for()
+            # Choosing a file is an htmx request that reads its header and redraws the form in place.
+            csv_path = tmp_path / "clinic.csv"
+            csv_path.write_text("age,region\n34,north\n")
+            owner.page.get_by_label("Data file (CSV or Parquet)").set_input_files(csv_path)
+            owner.page.locator("#offered-note").wait_for()
+            assert owner.page.locator("#id_columns-0-name").input_value() == "age"
             seen["owner pages"] = owner.violations()
 
             admin = Pages(browser, site, tmp_path)

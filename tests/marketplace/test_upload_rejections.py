@@ -276,3 +276,37 @@ def test_an_unauthenticated_upload_is_a_401(anon, private_storage):
     response = upload(anon, GOOD_CSV)
     assert response.status_code == 401 and response.json()["error"]["code"] == "not_authenticated"
     assert_nothing_stored(private_storage)
+
+
+# The problem of one declared column also names that column's field, as a metadata error of it would.
+
+
+@pytest.mark.parametrize(
+    "data, field, words",
+    [
+        (b"age,ward,insured\n34,A,yes\n150,A,no\n", "metadata.columns.0.upper", "outside the declared bounds [0, 120]"),
+        (b"age,ward,insured\n-2,A,yes\n", "metadata.columns.0.lower", "outside the declared bounds"),
+        (b"age,ward,insured\nabc,A,yes\n", "metadata.columns.0.kind", "not finite numbers"),
+        (b"age,ward,insured\n34,Z,yes\n", "metadata.columns.1.categories", "not among the declared categories"),
+        (b"age,ward,insured\n34,A,maybe\n", "metadata.columns.2.kind", "not booleans"),
+        (b"age,ward,insured\n,A,yes\n", "metadata.columns.0", "missing"),
+        (b"age,insured\n34,yes\n", "metadata.columns.1.name", "not in the file"),
+    ],
+)
+def test_a_columns_problem_names_its_field_beside_the_file(owner_client, private_storage, data, field, words):
+    error = rejected(upload(owner_client, data), field=field)
+    assert words in error["fields"][field][0], error
+    assert "file" in error["fields"]  # the file's own list of problems stays as it was
+    assert error["fields"][field][0] in error["fields"]["file"] or field.endswith(".name")
+    assert_nothing_stored(private_storage)
+
+
+def test_values_outside_both_bounds_name_both(owner_client, private_storage):
+    error = rejected(upload(owner_client, b"age,ward,insured\n-2,A,yes\n150,B,no\n"), field="metadata.columns.0.lower")
+    assert "metadata.columns.0.upper" in error["fields"]
+    assert_nothing_stored(private_storage)
+
+
+def test_only_the_columns_with_problems_are_named(owner_client, private_storage):
+    error = rejected(upload(owner_client, b"age,ward,insured\n34,Z,maybe\n"))
+    assert set(error["fields"]) == {"file", "metadata.columns.1.categories", "metadata.columns.2.kind"}

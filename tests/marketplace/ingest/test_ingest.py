@@ -167,3 +167,29 @@ def test_a_multibyte_character_cut_at_the_sniffing_window_is_still_csv():
 def test_an_empty_file_and_a_header_only_file_are_distinct_rejections():
     assert problems(b"").problems == ["The file is empty."]
     assert problems(b"age,ward,insured\n").problems == ["the file has a header but no data rows"]
+
+
+@pytest.mark.parametrize(
+    "data, column, parts",
+    [
+        (b"age,ward,insured\n150,A,yes\n", "age", ["upper"]),
+        (b"age,ward,insured\n-1,A,yes\n", "age", ["lower"]),
+        (b"age,ward,insured\n-1,A,yes\n121,B,no\n", "age", ["lower", "upper"]),
+        (b"age,ward,insured\nold,A,yes\n", "age", ["kind"]),
+        (b"age,ward,insured\n3,C,yes\n", "ward", ["categories"]),
+        (b"age,ward,insured\n3,A,maybe\n", "insured", ["kind"]),
+        (b"age,ward,insured\n,A,yes\n", "age", [""]),
+        (b"age,insured\n3,yes\n", "ward", ["name"]),
+        (b"age,ward,ward,insured\n3,A,B,yes\n", "ward", ["name"]),
+    ],
+)
+def test_each_problem_names_its_column_and_the_part_of_the_declaration_it_points_at(data, column, parts):
+    rejected = problems(data)
+    assert list(rejected.columns) == [column]
+    assert list(rejected.columns[column]) == parts
+    for reasons in rejected.columns[column].values():
+        assert f"'{column}'" in reasons[0]
+
+
+def test_a_problem_of_the_file_itself_names_no_column():
+    assert problems(b"age,ward,insured\n").columns == {}
