@@ -133,13 +133,15 @@ class EstimateOutputSerializer(serializers.Serializer):
             "epsilon": serializers.CharField(),
             "delta": serializers.CharField(),
             "ci95_halfwidth": serializers.FloatField(),
+            "share_of_allotment": serializers.FloatField(),
         },
         allow_null=True,
         help_text="The other grid mechanism (discrete Gaussian with delta, or discrete Laplace without) at the same "
-        "share of the allotment, and its 95% half-width; null where there is none to compare.",
+        "zCDP cost (rho), its 95% half-width and the share of the allotment it would use; null where there is none "
+        "to compare or the purchase could not take it.",
     )
     mechanism_advice = serializers.CharField(
-        help_text="Which of the two gives the tighter interval for the same share, in words; empty without an "
+        help_text="Which of the two gives the tighter interval for the same zCDP cost, in words; empty without an "
         "alternative."
     )
     rows_basis = serializers.CharField(help_text="Where rows_assumed came from, in words; empty when it is null.")
@@ -209,6 +211,7 @@ class JobEstimateApi(APIView):
                     "epsilon": f"{est.alternative.epsilon:f}",
                     "delta": f"{est.alternative.delta:f}",
                     "ci95_halfwidth": est.alternative.ci95_halfwidth,
+                    "share_of_allotment": round(est.alternative.share_of_allotment, 6),
                 },
                 "mechanism_advice": est.mechanism_advice,
             }

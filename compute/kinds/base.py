@@ -53,12 +53,14 @@ ROWS_PUBLIC = "the public row count"
 
 @dataclass(frozen=True)
 class Alternative:
-    """The other grid mechanism at the same share of the allotment (the same rho), and its accuracy."""
+    """The other grid mechanism at the same zCDP cost (the same rho), its accuracy, and the share of the
+    allotment it would use (the job's own share when zCDP is what binds the purchase)."""
 
     mechanism: str
     epsilon: Decimal
     delta: Decimal
     ci95_halfwidth: float
+    share_of_allotment: float
 
 
 @dataclass(frozen=True)
@@ -152,13 +154,13 @@ class JobEstimate:
             return ""
         here = f"± {plain_number(self.ci95_halfwidth)}"
         there = f"± {plain_number(alt.ci95_halfwidth)}"
-        send = f"epsilon {plain_decimal(alt.epsilon)} and delta {plain_decimal(alt.delta)}"
+        other = (
+            f"the {alt.mechanism} (epsilon {plain_decimal(alt.epsilon)}, delta {plain_decimal(alt.delta)}) costs "
+            f"the same rho, uses {percent(alt.share_of_allotment)} of your allotment and gives {there}"
+        )
         if alt.ci95_halfwidth < self.ci95_halfwidth:
-            return (
-                f"For the same share of your allotment the {alt.mechanism} would be tighter: {there} against "
-                f"{here} (send {send})."
-            )
-        return f"For the same share of your allotment the {alt.mechanism} ({send}) would give {there}: this is tighter."
+            return f"Tighter for the same zCDP cost: {other}, against {here} here."
+        return f"This is the tighter mechanism for its zCDP cost: {other}, against {here} here."
 
 
 def percent(share: float) -> str:

@@ -96,9 +96,10 @@ def dp_alternative(
     rho: Decimal,
     rows: int | None,
 ) -> Alternative | None:
-    """The other grid mechanism at the same rho (the same share of the allotment): the discrete Gaussian
-    at the largest delta the purchase allows for a pure query, the discrete Laplace for a Gaussian one.
-    None for quantiles (the exponential mechanism has no Gaussian twin) and where a half-width is unknown."""
+    """The other grid mechanism at the same rho (the same zCDP cost): the discrete Gaussian at the largest
+    delta the purchase allows for a pure query, the discrete Laplace for a Gaussian one. None for
+    quantiles (the exponential mechanism has no Gaussian twin), where a half-width is unknown, and where
+    the purchase could not take it."""
     if not dp.needs_delta(query):
         return None
     other_delta = Decimal(0) if delta > 0 else min(purchase.delta, dataset.delta_cap)
@@ -111,8 +112,12 @@ def dp_alternative(
     est = dp.estimate(schema, query, float(other), float(other_delta), rows=rows)
     if est.ci95_halfwidth is None:
         return None
+    other_rho = accounting.rho_charge(dp.plan(schema, query, float(other), float(other_delta)).rho)
+    outlook = budget_outlook(purchase=purchase, epsilon=other, delta=other_delta, rho=other_rho)
+    if not outlook.fits:
+        return None  # the purchase could not take it (its epsilon is over the allotment and zCDP does not bind)
     name = "discrete Gaussian" if other_delta > 0 else "discrete Laplace (geometric for counts)"
-    return Alternative(name, other, other_delta, est.ci95_halfwidth)
+    return Alternative(name, other, other_delta, est.ci95_halfwidth, outlook.share)
 
 
 def _reason(exc: Exception) -> str:
