@@ -99,9 +99,9 @@ test: services venv ## Lint, then run every test against PostgreSQL and Redis
 	$(TEST_ENV) $(BIN)/python -m pytest tests $(PYTEST_ARGS) \
 		|| { status=$$?; [ $$status -ne 5 ] || echo "pytest collected no tests" >&2; exit $$status; }
 
-screenshots: services venv ## Run the browser tests and keep their screenshots in docs/screenshots (the README's)
+screenshots: services venv ## Take the README's screenshots (docs/screenshots) by a browser tour of the demo's data
 	bash scripts/ensure_browser.sh
-	$(TEST_ENV) CLOAKROOM_SCREENSHOT_DIR='$(abspath docs/screenshots)' $(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
+	$(TEST_ENV) CLOAKROOM_SCREENSHOT_DIR='$(abspath docs/screenshots)' $(BIN)/python -m pytest tests/e2e/test_demo_screenshots.py $(PYTEST_ARGS)
 
 lint: venv ## ruff check, ruff format --check and mypy
 	$(BIN)/ruff check .

@@ -238,7 +238,9 @@ def test_a_buyer_finds_buys_estimates_runs_and_downloads(live_site, new_page, tm
     assert payload["receipt"]["epsilon_charged"] == "1.000000"
     assert len(payload["result"]["groups"]) == 4
 
-    # 9. What is left of the allotment.
+    # 9. What is left of the allotment (read once the page has loaded, not the job page's last frame).
     page.locator("nav").get_by_role("link", name="My purchases").click()
+    page.wait_for_url("**/purchases/")
+    page.locator("table.my-purchases tbody tr").first.wait_for()
     row = page.locator("table.my-purchases tbody tr").first.locator("td").all_inner_texts()
     assert row[:4] == ["2", "16.00", "1", "1"]
