@@ -48,9 +48,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -66,6 +64,7 @@ from dp_accounting.pld import privacy_loss_distribution as pld  # noqa: E402
 from dp_accounting.rdp import RdpAccountant  # noqa: E402
 from dp_accounting.rdp.rdp_privacy_accountant import NeighborRel  # noqa: E402
 
+from bench.timing import per_call  # noqa: E402
 from cloakroom_client.protocol.noise import Mechanism, mechanism  # noqa: E402
 from compute.engines import accounting, dp  # noqa: E402
 
@@ -274,20 +273,6 @@ def hundred_gaussians(k: int = 100, epsilon: float = 1.0, delta: float = 1e-6) -
 
 
 # -- the cost of one reservation's check -----------------------------------------------------------
-
-
-def per_call(fn: Callable[[int], object], number: int, repeats: int) -> tuple[float, float]:
-    """Median and 95th percentile, in microseconds, of the mean time of ``number`` calls
-    ``fn(i)``, over ``repeats`` batches after one warm-up batch."""
-    samples = []
-    for batch in range(repeats + 1):
-        base = batch * number
-        t = time.perf_counter()
-        for i in range(base, base + number):
-            fn(i)
-        samples.append((time.perf_counter() - t) / number * 1e6)
-    samples = sorted(samples[1:])
-    return statistics.median(samples), samples[min(len(samples) - 1, round(0.95 * (len(samples) - 1)))]
 
 
 def check_costs(epsilon: float, delta: float, repeats: int) -> list[tuple[str, float, float]]:

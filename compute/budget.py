@@ -34,6 +34,9 @@ from config.exceptions import Conflict, ValidationFailed
 from marketplace.models import EPSILON_QUANTUM, Dataset, LedgerEntry, Purchase
 
 DELTA_Q = Decimal("0.000000000001")
+# The ledger stores epsilon with 6 decimal places in 12 digits: anything this large could not be
+# quantized (Decimal raises InvalidOperation on ".086E78"), and no allotment is this large.
+EPSILON_LIMIT = Decimal(10) ** 6
 NOT_A_NUMBER = "Must be a number in plain decimal notation, such as 0.5 or 1e-5 (no underscores)."
 
 
@@ -52,6 +55,8 @@ def _epsilon(value: Any, errors: dict[str, list[str]]) -> Decimal:
         return Decimal(0)
     if not eps.is_finite() or eps <= 0:
         errors["epsilon"] = ["Must be a finite number greater than 0."]
+    elif eps >= EPSILON_LIMIT:
+        errors["epsilon"] = [f"Must be less than {EPSILON_LIMIT:,}."]
     elif eps != eps.quantize(EPSILON_QUANTUM):
         errors["epsilon"] = ["At most 6 decimal places."]
     return eps

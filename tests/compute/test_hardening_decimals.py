@@ -135,3 +135,15 @@ def test_an_estimate_with_rows_written_with_an_underscore_is_a_400_naming_rows(b
         format="json",
     )
     assert response.status_code == 400 and "rows" in response.json()["error"]["fields"]
+
+
+@pytest.mark.parametrize("epsilon", [".086E78", "1E+30", "1000000"])
+def test_an_epsilon_too_large_to_store_is_a_400_not_a_500(api, big_purchase, epsilon):  # noqa: F811
+    # Decimal reads ".086E78" as a valid number that cannot be quantized to 6 places (schemathesis found
+    # it as a 500 on both endpoints).
+    for path in ("/api/v1/jobs/estimate/", "/api/v1/jobs/"):
+        body = {"purchase": big_purchase.pk, "kind": "query", "query": QUERY, "epsilon": epsilon}
+        response = api.post(path, body, format="json")
+        assert response.status_code == 400, response.content
+        assert response.json()["error"]["fields"]["epsilon"] == ["Must be less than 1,000,000."]
+    assert not LedgerEntry.objects.filter(purchase=big_purchase).exists()

@@ -456,12 +456,11 @@ def test_my_datasets_shows_status_budget_and_earnings(owner, buyer, outsider):
 
 def test_my_purchases_shows_spent_and_remaining_from_the_ledger(buyer, dataset):
     purchase = purchase_create(buyer=buyer, dataset_id=dataset.pk, epsilon=Decimal("3"))
-    LedgerEntry.objects.create(
-        dataset=dataset, purchase=purchase, kind=LedgerEntry.Kind.RESERVE, epsilon=Decimal("0.75")
-    )
-    LedgerEntry.objects.create(
-        dataset=dataset, purchase=purchase, kind=LedgerEntry.Kind.COMMIT, epsilon=Decimal("0.75")
-    )
+    # A pure release of 0.75: its rows carry its rho, 0.75**2 / 2, as compute.budget.ledger_row writes it.
+    for kind in (LedgerEntry.Kind.RESERVE, LedgerEntry.Kind.COMMIT):
+        LedgerEntry.objects.create(
+            dataset=dataset, purchase=purchase, kind=kind, epsilon=Decimal("0.75"), rho=Decimal("0.28125")
+        )
 
     page = logged_in(buyer).get(reverse("my-purchases")).content.decode()
 

@@ -46,8 +46,14 @@ def job(purchase, status: str, epsilon: str, result=None) -> Job:
 
 
 def ledger(purchase, job_row: Job, kind: str, epsilon: str) -> LedgerEntry:
+    # A pure release's row carries its rho, epsilon**2 / 2, as compute.budget.ledger_row writes it.
     return LedgerEntry.objects.create(
-        dataset=purchase.dataset, purchase=purchase, job_id=job_row.pk, kind=kind, epsilon=Decimal(epsilon)
+        dataset=purchase.dataset,
+        purchase=purchase,
+        job_id=job_row.pk,
+        kind=kind,
+        epsilon=Decimal(epsilon),
+        rho=Decimal(epsilon) ** 2 / 2,
     )
 
 
