@@ -256,13 +256,9 @@ class Client:
         epsilon: str | Decimal | float | None = None,
         delta: str | Decimal | float = "0",
     ) -> dict:
-        """Try a query on the dataset's fake table: free, at once, no purchase needed.
-
-        The table is generated from the declared schema alone, so the answer (``"dummy": true``) says
-        nothing about the real data; it shows what a real job's result looks like and which queries
-        the dataset accepts (a bad one raises the same 400 a job would). ``epsilon`` (default 1) sets
-        the noise the answer carries; nothing is spent.
-        """
+        """Try a query on the dataset's fake table, generated from its declared schema alone: free, at
+        once, no purchase needed. The answer (``"dummy": true``) says nothing about the real data; a bad
+        query raises the 400 a job would. ``epsilon`` (default 1) sets its noise; nothing is spent."""
         body: dict[str, Any] = {"kind": "query", "query": query, "delta": str(delta)}
         if epsilon is not None:
             body["epsilon"] = str(epsilon)
