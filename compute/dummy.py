@@ -73,8 +73,11 @@ def dummy_query(*, user: User | None, dataset_id: Any, query: Any, epsilon: Any 
     """Answer ``query`` on the dataset's fake table. Spends nothing; a 400 naming the field when the
     query does not fit the dataset, exactly as a job submission would."""
     dataset = market.dataset_get(user=user, dataset_id=dataset_id)
-    epsilon = DEFAULT_EPSILON if epsilon in (None, "") else epsilon
-    delta = "0" if delta in (None, "") else delta
+    epsilon, delta = dummy_budget(
+        dataset=dataset,
+        epsilon=DEFAULT_EPSILON if epsilon in (None, "") else epsilon,
+        delta="0" if delta in (None, "") else delta,
+    )
     if dataset.mode == Dataset.Mode.HE:
         eps, dlt, canonical, release = _he_answer(dataset, query, epsilon, delta)
     else:
@@ -101,6 +104,19 @@ def dummy_query(*, user: User | None, dataset_id: Any, query: Any, epsilon: Any 
         "noise_scale": release["noise_scale"],
         "interval_note": release["interval_note"],
     }
+
+
+def dummy_budget(*, dataset: Dataset, epsilon: Any, delta: Any) -> tuple[Decimal, Decimal]:
+    """The epsilon and delta whose noise a fake answer carries, read as a job's are, and at most the
+    dataset's epsilon cap (no job could spend more; a larger figure is a 400, never an overflow)."""
+    too_large = f"At most the dataset's epsilon cap, {dataset.epsilon_cap.normalize():f}."
+    try:
+        eps, dlt = budget_numbers(epsilon, delta)
+    except ArithmeticError:  # a figure too large to hold at six decimal places
+        raise ValidationFailed(f"epsilon: {too_large}", fields={"epsilon": [too_large]}) from None
+    if eps > dataset.epsilon_cap:
+        raise ValidationFailed(f"epsilon: {too_large}", fields={"epsilon": [too_large]})
+    return eps, dlt
 
 
 def _dp_answer(dataset: Dataset, query: Any, epsilon: Any, delta: Any) -> tuple[Decimal, Decimal, dict, dict]:

@@ -81,8 +81,11 @@ def test_a_bad_query_is_a_400_naming_the_field_as_the_jobs_api_does(anon, dp_dat
         assert response.status_code == 400, (query, response.json())
         error = response.json()["error"]
         assert error["code"] == "invalid_query" and field in error["fields"], (query, error)
-    bad_epsilon = dummy_query(anon, dp_dataset.pk, {"aggregate": "count"}, epsilon="-1")
-    assert bad_epsilon.status_code == 400 and "epsilon" in bad_epsilon.json()["error"]["fields"]
+    for epsilon in ("-1", "11", ".086E78", "1e400"):  # the dataset's cap is 10
+        bad_epsilon = dummy_query(anon, dp_dataset.pk, {"aggregate": "count"}, epsilon=epsilon)
+        assert bad_epsilon.status_code == 400, (epsilon, bad_epsilon.json())
+        assert "epsilon" in bad_epsilon.json()["error"]["fields"], epsilon
+    assert dummy_query(anon, dp_dataset.pk, {"aggregate": "count"}, epsilon="10").status_code == 200
     no_query = anon.post(f"/api/v1/datasets/{dp_dataset.pk}/dummy-query/", {}, format="json")
     assert no_query.status_code == 400 and "query" in no_query.json()["error"]["fields"]
 
@@ -171,7 +174,7 @@ def test_an_he_dataset_answers_on_fake_data_without_its_ciphertexts(anon, buyer_
         assert body["dummy"] is True and body["mode"] == "he" and body["rows"] == 5000
         if keys is not None:
             assert [g["key"] for g in body["result"]["groups"]] == keys
-    mean = dummy_query(anon, dataset.pk, {"aggregate": "mean", "column": "bmi"}, epsilon="50").json()
+    mean = dummy_query(anon, dataset.pk, {"aggregate": "mean", "column": "bmi"}, epsilon="10").json()
     # Fake bmi is uniform in its declared [10, 50]: the mean is about 30 (the real one is about 25).
     assert 29 < mean["result"]["groups"][0]["value"] < 31, mean
     refused = dummy_query(anon, dataset.pk, {"aggregate": "mean", "column": "ward"})
