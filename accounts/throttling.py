@@ -10,7 +10,8 @@ under ``var/`` for the embedded default), so that every web worker process sees 
   guesser learns nothing more. Used by the web and admin login forms (:class:`LoginThrottleMiddleware`),
   HTTP Basic and Bearer API keys (``accounts.authentication``).
 * DRF's rate throttles (``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]``): ``anon`` and ``user`` for every
-  API call, and :class:`JobSubmitThrottle` for job submissions per buyer.
+  API call, :class:`JobSubmitThrottle` for job submissions per buyer, and :class:`DummyQueryThrottle`
+  for queries on fake data (compute/dummy.py).
 
 Rates and limits are settings (README, settings table). A 429 from the API is in the one error shape,
 code ``throttled``; the web pages answer a short HTML page. Both carry ``Retry-After``.
@@ -160,6 +161,13 @@ class JobSubmitThrottle(_RateThrottle):
     """Job submissions per buyer (``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["job_submit"]``)."""
 
     scope = "job_submit"
+
+
+class DummyQueryThrottle(_RateThrottle):
+    """Queries on a dataset's fake table and its downloads, per user or, signed out, per address
+    (``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["dummy_query"]``): each is computed in the request."""
+
+    scope = "dummy_query"
 
 
 class AnonThrottle(_RateThrottle):

@@ -248,6 +248,29 @@ class Client:
         }
         return self._request("POST", "jobs/", json=body, headers=headers)
 
+    def dummy_query(
+        self,
+        dataset_id: int,
+        query: dict,
+        *,
+        epsilon: str | Decimal | float | None = None,
+        delta: str | Decimal | float = "0",
+    ) -> dict:
+        """Try a query on the dataset's fake table, generated from its declared schema alone: free, at
+        once, no purchase needed. The answer (``"dummy": true``) says nothing about the real data; a bad
+        query raises the 400 a job would. ``epsilon`` (default 1) sets its noise; nothing is spent."""
+        body: dict[str, Any] = {"kind": "query", "query": query, "delta": str(delta)}
+        if epsilon is not None:
+            body["epsilon"] = str(epsilon)
+        return self._request("POST", f"datasets/{int(dataset_id)}/dummy-query/", json=body)
+
+    def dummy_table(self, dataset_id: int, *, as_frame: bool = False):
+        """The dataset's fake table (generated from the declared schema; not the real data) as CSV
+        text, or with ``as_frame`` a pandas DataFrame."""
+        response = self.session.get(f"{self.url}/api/v1/datasets/{int(dataset_id)}/dummy.csv", timeout=self.timeout)
+        self._raise_for_error(response)
+        return csv_frame(response.text) if as_frame else response.text
+
     def job(self, job_id: int) -> dict:
         return self._request("GET", f"jobs/{int(job_id)}/")
 

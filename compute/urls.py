@@ -1,4 +1,4 @@
-"""Pages for DP query jobs. None of these routes serves a stored file."""
+"""Pages for query jobs, and for trying queries on fake data. None of these routes serves a stored file."""
 
 from django.urls import path
 
@@ -8,6 +8,8 @@ urlpatterns = [
     path("datasets/<int:dataset_id>/query/", views.job_submit, name="job-submit"),
     path("datasets/<int:dataset_id>/query/form/", views.query_form_fragment, name="job-query-form"),
     path("datasets/<int:dataset_id>/query/estimate/", views.estimate_fragment, name="job-estimate"),
+    path("datasets/<int:dataset_id>/dummy-query/", views.dummy_query, name="dummy-query"),
+    path("datasets/<int:dataset_id>/dummy-query/form/", views.dummy_form_fragment, name="dummy-query-form"),
     path("datasets/<int:dataset_id>/he-query/", views.he_job_submit, name="he-job-submit"),
     path("datasets/<int:dataset_id>/he-query/estimate/", views.he_estimate_fragment, name="he-job-estimate"),
     path("jobs/", views.my_jobs, name="my-jobs"),

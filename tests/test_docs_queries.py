@@ -272,3 +272,24 @@ def test_every_field_of_every_query_shape_is_used_by_an_example(schema):
     assert {type(b) for b in bins} == {int, list}
     weights = [q["weights"] for _, q, _ in examples() if q["aggregate"] == "dot"]
     assert {type(w) for w in weights} == {list, dict}
+
+
+def test_every_example_is_answered_on_fake_data_with_the_groups_a_job_gives(
+    anon, buyer_client, dp_purchase, he_purchase_id
+):
+    """The page says any of its queries can be tried on the fake table: each one is, signed out."""
+    he_dataset = buyer_client.get(f"/api/v1/purchases/{he_purchase_id}/").json()["dataset"]
+    datasets = {"dp": dp_purchase.dataset_id, "he": he_dataset}
+    tried = 0
+    for mode, query, documented in examples():
+        response = anon.post(
+            f"/api/v1/datasets/{datasets[mode]}/dummy-query/", {"query": query, "epsilon": "0.5"}, format="json"
+        )
+        assert response.status_code == 200, (query, response.json())
+        answer = response.json()
+        assert answer["dummy"] is True and answer["mode"] == mode, query
+        if documented is not None:
+            assert_documented_result_matches(query, documented, answer["result"])
+        tried += 1
+    assert tried == len(examples())
+    assert "## Trying queries on fake data" in DOC.read_text()

@@ -1,4 +1,5 @@
-"""The buyer's compute commands: ``estimate``, ``query``, ``jobs`` and ``result``.
+"""The buyer's compute commands: ``estimate``, ``query``, ``jobs`` and ``result``, and ``dummy-query``
+and ``dummy-table`` for trying queries on a dataset's fake table first (free, no purchase needed).
 
 A query is given either whole, as JSON (``--query '{"aggregate": "mean", "column": "bmi"}'`` or
 ``--query @query.json``), or built from flags (``--aggregate mean --column bmi --group-by sex --where
@@ -14,10 +15,11 @@ import sys
 from typing import Any
 
 from cloakroom_client.cli.catalogue import print_json
-from cloakroom_client.cli.tables import csv_table, describe_query, format_table, key_value_table
+from cloakroom_client.cli.tables import csv_table, describe_query, format_table, key_value_table, result_table
 from cloakroom_client.client import Client
 
-COMMANDS = ("estimate", "query", "jobs", "result")
+COMMANDS = ("estimate", "query", "jobs", "result", "dummy-query", "dummy-table")
+FAKE_BANNER = "FAKE DATA"
 JOB_STATUSES = ("queued", "running", "awaiting_key", "released", "failed", "cancelled")
 ESTIMATE_FIELDS = (
     "epsilon",
@@ -78,8 +80,11 @@ def _bins(text: str) -> int | list[float]:
     return int(text) if text.isdigit() else _numbers(text)
 
 
-def _add_query_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("purchase", type=int, help="the purchase whose budget pays (see `cloakroom purchases`)")
+def _add_query_arguments(p: argparse.ArgumentParser, *, on_purchase: bool = True) -> None:
+    if on_purchase:
+        p.add_argument("purchase", type=int, help="the purchase whose budget pays (see `cloakroom purchases`)")
+    else:
+        p.add_argument("dataset", type=int, help="the dataset whose fake table answers (see `cloakroom datasets`)")
     p.add_argument("--query", help="the whole query as JSON, or @FILE to read it from a file")
     p.add_argument("--aggregate", "-a", help="count, sum, mean, variance, std, quantile, histogram, ...")
     p.add_argument("--column", "-c", help="the column aggregated")
@@ -115,6 +120,17 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--no-wait", action="store_true", help="submit and print the queued job; do not wait")
     p.add_argument("--no-progress", action="store_true", help="do not draw the progress line on stderr")
     p.add_argument("--idempotency-key", help="a retried submission with the same key returns the first job")
+
+    p = sub.add_parser(
+        "dummy-query",
+        help="try a query on a dataset's fake table, generated from its declared schema: free, no purchase needed",
+    )
+    _add_query_arguments(p, on_purchase=False)
+    p.add_argument("--epsilon", help="the epsilon whose noise the fake answer carries (default 1; nothing is spent)")
+
+    p = sub.add_parser("dummy-table", help="download a dataset's fake table (CSV), generated from its declared schema")
+    p.add_argument("dataset", type=int, help="the dataset's id")
+    p.add_argument("--output", "-o", help="write to this file instead of the terminal")
 
     p = sub.add_parser("jobs", help="list your jobs, newest first")
     p.add_argument("--status", choices=JOB_STATUSES)
@@ -239,7 +255,35 @@ def _result(args: argparse.Namespace, client: Client) -> int:
     return 0
 
 
+def _dummy_query(args: argparse.Namespace, client: Client) -> int:
+    answer = client.dummy_query(args.dataset, build_query(args), epsilon=args.epsilon, delta=args.delta)
+    if args.json:
+        print_json(answer)
+        return 0
+    print(f"{FAKE_BANNER}: {answer['note']}.")
+    print(result_table(answer["result"], answer["query"]))
+    print(
+        f"{describe_query(answer['query'])} on {answer['rows']:,} fake rows of dataset {answer['dataset']} · "
+        f"noise of epsilon {answer['epsilon']}, nothing charged · mechanism {answer['mechanism']}"
+    )
+    return 0
+
+
+def _dummy_table(args: argparse.Namespace, client: Client) -> int:
+    text = client.dummy_table(args.dataset)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        print(f"wrote {args.output} ({FAKE_BANNER}: generated from the declared schema)", file=sys.stderr)
+    else:
+        print(f"{FAKE_BANNER}: generated from the declared schema; says nothing about the real data", file=sys.stderr)
+        sys.stdout.write(text)
+    return 0
+
+
 def run(args: argparse.Namespace, client: Client) -> int:
     """Run one compute command; the SDK's errors are the caller's to print."""
-    handler = {"estimate": _estimate, "query": _query, "jobs": _jobs, "result": _result}[args.command]
+    handlers = {"estimate": _estimate, "query": _query, "jobs": _jobs, "result": _result}
+    handlers.update({"dummy-query": _dummy_query, "dummy-table": _dummy_table})
+    handler = handlers[args.command]
     return handler(args, client)

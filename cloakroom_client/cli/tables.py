@@ -99,3 +99,28 @@ def describe_query(query: Any) -> str:
     if isinstance(group_by, list) and group_by:
         label += " by " + ", ".join(map(str, group_by))
     return label + _describe_filters(query)
+
+
+def result_table(result: dict, query: Any) -> str:
+    """A result as the API returns it (``{"aggregate", "groups"}``), as a table: one row per group,
+    and per bin or quantile, as ``cloakroom result`` shows a downloaded one."""
+    groups = result.get("groups") or []
+    keys = list((groups[0].get("key") or {}).keys()) if groups else []
+    aggregate = result.get("aggregate")
+    rows: list[list[Any]] = []
+    if aggregate == "histogram":
+        header = [*keys, "bin", "count", "ci95_low", "ci95_high"]
+        for g in groups:
+            for b in g["value"]:
+                label = f"[{b['bin'][0]}, {b['bin'][1]})" if isinstance(b["bin"], list) else b["bin"]
+                rows.append([*(g["key"] or {}).values(), label, b["count"], *b["ci95"]])
+    elif aggregate == "quantile":
+        header = [*keys, "quantile", "value"]
+        quantiles = query.get("quantiles", []) if isinstance(query, dict) else []
+        for g in groups:
+            rows.extend([*(g["key"] or {}).values(), q, v] for q, v in zip(quantiles, g["value"]))
+    else:
+        header = [*keys, "value", "ci95_low", "ci95_high"]
+        for g in groups:
+            rows.append([*(g["key"] or {}).values(), g["value"], *(g.get("ci95") or [None, None])])
+    return format_table(header, rows)

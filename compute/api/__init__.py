@@ -1,6 +1,7 @@
 """API v1 of the compute app: jobs (jobs.py, their serializers and the query language's schema), budgets
-(ledger.py) and the key holder's side of HE jobs (key_holder.py). The URL map is config/api_urls.py."""
+(ledger.py), the key holder's side of HE jobs (key_holder.py) and queries on fake data (dummy.py). The URL map is config/api_urls.py."""
 
+from compute.api.dummy import DummyQueryApi, DummyTableApi
 from compute.api.jobs import JobCancelApi, JobDetailApi, JobDownloadApi, JobEstimateApi, JobListCreateApi
 from compute.api.key_holder import AwaitingJobsApi, HeJobAggregateApi, HeJobPlanApi, HeJobReleaseApi
 from compute.api.ledger import DatasetBudgetApi, PurchaseLedgerApi
@@ -8,6 +9,8 @@ from compute.api.ledger import DatasetBudgetApi, PurchaseLedgerApi
 __all__ = [
     "AwaitingJobsApi",
     "DatasetBudgetApi",
+    "DummyQueryApi",
+    "DummyTableApi",
     "HeJobAggregateApi",
     "HeJobPlanApi",
     "HeJobReleaseApi",

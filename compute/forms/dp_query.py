@@ -195,13 +195,18 @@ class FilterForm(CurrentValues, forms.Form):
         return not self._value("column")
 
 
-def filter_forms(data: Any, *, schema: dict[str, dp.ColumnMeta], total: int, initial: bool = False) -> list[FilterForm]:
-    """The filter rows; ``initial`` renders posted values without validating them (no errors)."""
+def filter_forms(
+    data: Any, *, schema: dict[str, dp.ColumnMeta], total: int, initial: bool = False, auto_id: str = "id_%s"
+) -> list[FilterForm]:
+    """The filter rows; ``initial`` renders posted values without validating them (no errors). A second
+    query form on the page (the one for fake data) gives its rows another ``auto_id``."""
     if data is None:
-        return [FilterForm(schema=schema, index=i) for i in range(total)]
+        return [FilterForm(schema=schema, index=i, auto_id=auto_id) for i in range(total)]
     if initial:
-        return [FilterForm(initial=_row_initial(data, i), schema=schema, index=i) for i in range(total)]
-    return [FilterForm(data, schema=schema, index=i) for i in range(total)]
+        return [
+            FilterForm(initial=_row_initial(data, i), schema=schema, index=i, auto_id=auto_id) for i in range(total)
+        ]
+    return [FilterForm(data, schema=schema, index=i, auto_id=auto_id) for i in range(total)]
 
 
 def _row_initial(data: Any, index: int) -> dict[str, Any]:

@@ -1,15 +1,20 @@
 """Server-rendered pages of the compute app: the query forms of each kind on the dataset page (with their
-live estimates), the buyer's job list, and a job's page with its result, receipt and downloads.
+live estimates), the form that tries a query on fake data, the buyer's job list, and a job's page with
+its result, receipt and downloads.
 
 Views stay thin: forms turn what the browser sends into the API's job body, services validate,
 estimate, submit and cancel, and selectors read. The URL map is compute/urls.py.
 """
 
 from compute.views.dp_query import estimate_fragment, job_submit, query_context, query_form_fragment
+from compute.views.dummy import dummy_context, dummy_form_fragment, dummy_query
 from compute.views.he_query import he_estimate_fragment, he_job_submit, he_query_context
 from compute.views.jobs import job_body, job_cancel, job_detail, my_jobs, my_jobs_table
 
 __all__ = [
+    "dummy_context",
+    "dummy_form_fragment",
+    "dummy_query",
     "estimate_fragment",
     "he_estimate_fragment",
     "he_job_submit",

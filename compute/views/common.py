@@ -34,7 +34,13 @@ def dataset_page(
     query: dict[str, Any] | None,
     status: int = 200,
     he_query: dict[str, Any] | None = None,
+    dummy_panel: dict[str, Any] | None = None,
 ) -> HttpResponse:
     # The dataset page is the marketplace's; its context comes from there, the query panels from here.
-    context = {**dataset_detail_context(request, dataset), "query_panel": query, "he_query_panel": he_query}
+    context = {
+        **dataset_detail_context(request, dataset),
+        "query_panel": query,
+        "he_query_panel": he_query,
+        "dummy_panel": dummy_panel,
+    }
     return render(request, "marketplace/dataset_detail.html", context, status=status)

@@ -312,6 +312,7 @@ REST_FRAMEWORK = {
         "anon": env_str("CLOAKROOM_RATE_ANON", "120/min"),
         "user": env_str("CLOAKROOM_RATE_USER", "1200/min"),
         "job_submit": env_str("CLOAKROOM_RATE_JOB_SUBMIT", "60/min"),
+        "dummy_query": env_str("CLOAKROOM_RATE_DUMMY_QUERY", "30/min"),
     },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [

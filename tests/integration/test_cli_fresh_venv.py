@@ -162,7 +162,19 @@ def test_the_environment_holds_the_client_and_nothing_of_the_server(venv):
     assert done.stdout.strip() == "[]", done.stderr
     helped = subprocess.run([str(venv / "bin" / "cloakroom"), "--help"], cwd="/", capture_output=True, text=True)
     assert helped.returncode == 0, helped.stderr
-    for command in ("login", "estimate", "query", "jobs", "result", "datasets", "buy", "he", "key-agent"):
+    for command in (
+        "login",
+        "estimate",
+        "query",
+        "dummy-query",
+        "dummy-table",
+        "jobs",
+        "result",
+        "datasets",
+        "buy",
+        "he",
+        "key-agent",
+    ):
         assert command in helped.stdout
 
 

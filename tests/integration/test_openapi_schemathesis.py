@@ -19,8 +19,8 @@ fuzzing, stateful; the document has no examples), and every check:
   with a 4xx, what it calls valid is read. Positive acceptance also allows a 400 on the few
   operations whose acceptance depends on data the document cannot state, and only there: sign-up
   (Django's password validators reject common passwords and ones like the user name, and a name may
-  be taken), job submission and estimates (a query must name the purchased dataset's declared
-  columns, kinds and categories), and, for the owner, uploads (the file must match the declared
+  be taken), job submission, estimates and queries on fake data (a query must name the dataset's
+  declared columns, kinds and categories), and, for the owner, uploads (the file must match the declared
   columns), HE manifests (their parameters, row count and file list must agree), bundle files (their
   length and sha256 must be the manifest's) and escrowed keys (sealed to the platform's key). Every
   other check still runs on those operations, negative data included.
@@ -70,6 +70,7 @@ HIGH_LIMITS = {
     "CLOAKROOM_RATE_ANON": "100000/min",
     "CLOAKROOM_RATE_USER": "100000/min",
     "CLOAKROOM_RATE_JOB_SUBMIT": "100000/min",
+    "CLOAKROOM_RATE_DUMMY_QUERY": "100000/min",
     "CLOAKROOM_LOGIN_FAILURE_LIMIT": "100000",
     "CLOAKROOM_API_KEY_FAILURE_LIMIT": "100000",
 }
@@ -81,6 +82,7 @@ DEPENDS_ON_DATA = [
     "POST /api/v1/auth/signup/",
     "POST /api/v1/jobs/",
     "POST /api/v1/jobs/estimate/",
+    "POST /api/v1/datasets/{dataset_id}/dummy-query/",
     "POST /api/v1/datasets/",
     "POST /api/v1/datasets/he/",
     "PUT /api/v1/datasets/{dataset_id}/bundle/files/{name}",
@@ -393,7 +395,7 @@ def test_the_owner_finds_the_dataset_and_he_operations_as_documented(site):
         config=_config(site, "owner", user="st-owner", peer="st-buyer"),
     )
     _assert_clean(result)
-    assert result["operations"]["tested"] == 17
+    assert result["operations"]["tested"] == 19
 
 
 def test_revoking_api_keys_is_as_documented(site):

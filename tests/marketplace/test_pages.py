@@ -223,7 +223,8 @@ def test_a_draft_page_is_404_for_anonymous_visitors(owner):
 def test_anonymous_visitor_sees_a_login_link_instead_of_the_buy_form(dataset):
     page = Client().get(reverse("dataset-detail", args=[dataset.pk])).content.decode()
 
-    assert 'name="epsilon"' not in page
+    # The only epsilon on the page is the one of the fake-data form, which spends nothing.
+    assert reverse("dataset-buy", args=[dataset.pk]) not in page and 'id="id_epsilon"' not in page
     assert reverse("login") in page
 
 
