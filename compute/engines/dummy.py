@@ -56,11 +56,11 @@ def dummy_rows(*, row_count_public: bool, row_count: int) -> tuple[int, str]:
     return int(row_count), ROWS_PUBLIC
 
 
-def column_seed(dataset_id: int, version: int, column: str) -> np.random.SeedSequence:
+def column_seed(dataset_id: int, version: int, column: str) -> int:
     """A column's own seed: a hash of the dataset's id, its version and the column's name, so each
     column is reproducible and independent of the columns declared beside it."""
     digest = hashlib.sha256(f"cloakroom-dummy\0{dataset_id}\0{version}\0{column}".encode()).digest()
-    return np.random.SeedSequence(int.from_bytes(digest[:16], "big"))
+    return int.from_bytes(digest[:16], "big")
 
 
 def decimals_for(lower: float, upper: float) -> int:
@@ -71,11 +71,14 @@ def decimals_for(lower: float, upper: float) -> int:
     return int(min(max(3 - math.floor(math.log10(width)), 0), 12))
 
 
-def fake_column(meta: ColumnMeta, rows: int, rng: np.random.Generator) -> Any:
-    """One column of fake values, within what ``meta`` declares."""
+def fake_column(meta: ColumnMeta, rows: int, rng: Any) -> Any:  # rng: a numpy Generator
+    """One column of fake values, within what ``meta`` declares. Numbers are uniform over a decimal grid
+    of the bounds (about four significant digits of their width), drawn as whole steps."""
     if meta.kind == "numeric":
         lower, upper = meta.bounds()
-        values = np.round(rng.uniform(lower, upper, rows), decimals_for(lower, upper))
+        decimals = decimals_for(lower, upper)
+        steps = max(int(round((upper - lower) * 10**decimals)), 1)
+        values = np.round(lower + rng.integers(0, steps + 1, rows) * ((upper - lower) / steps), decimals)
         return np.clip(values, lower, upper)
     if meta.kind == "boolean":
         return rng.integers(0, 2, rows).astype(bool)
