@@ -249,7 +249,7 @@ def test_the_estimate_for_a_sum_gives_the_laplace_scale_its_halfwidth_and_the_pr
     assert number_in(panel, "halfwidth") == pytest.approx(scale * math.log(20), rel=2e-3)
     assert Decimal(re.search(r'class="price" data-value="([^"]+)"', panel).group(1)) == Decimal("5.00")
     assert "Laplace" in panel
-    assert 'class="epsilon-remaining">2 <small>' in panel
+    assert 'class="epsilon-remaining">2</span> <small>' in panel
     assert 'class="share" data-value="0.25"' in panel  # epsilon 0.5 of 2, by basic composition
 
 
