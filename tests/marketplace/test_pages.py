@@ -449,12 +449,11 @@ def test_my_datasets_shows_status_budget_and_earnings(owner, buyer, outsider):
 
 def test_my_purchases_shows_spent_and_remaining_from_the_ledger(buyer, dataset):
     purchase = purchase_create(buyer=buyer, dataset_id=dataset.pk, epsilon=Decimal("3"))
-    LedgerEntry.objects.create(
-        dataset=dataset, purchase=purchase, kind=LedgerEntry.Kind.RESERVE, epsilon=Decimal("0.75")
-    )
-    LedgerEntry.objects.create(
-        dataset=dataset, purchase=purchase, kind=LedgerEntry.Kind.COMMIT, epsilon=Decimal("0.75")
-    )
+    # A pure release at 0.75, with its zCDP rho (0.75**2 / 2) as the services write it.
+    for kind in (LedgerEntry.Kind.RESERVE, LedgerEntry.Kind.COMMIT):
+        LedgerEntry.objects.create(
+            dataset=dataset, purchase=purchase, kind=kind, epsilon=Decimal("0.75"), rho=Decimal("0.28125")
+        )
 
     page = logged_in(buyer).get(reverse("my-purchases")).content.decode()
 
@@ -463,6 +462,7 @@ def test_my_purchases_shows_spent_and_remaining_from_the_ledger(buyer, dataset):
     assert '<td class="num">30.00</td>' in page
     assert '<td class="num">0.75</td>' in page  # spent
     assert '<td class="num">2.25</td>' in page  # remaining
+    assert '<td class="num share-used" data-value="0.25">25%</td>' in page  # 0.75 of 3, by basic composition
 
 
 def test_my_purchases_never_lists_another_buyers_purchase(buyer, outsider, dataset):
