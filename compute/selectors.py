@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet
 
 from accounts.models import User
+from compute import activity
+from compute.engines import accounting
 from compute.models import Job, WorkerHeartbeat
 from config.lookups import get_or_404
-from marketplace import selectors as market
-from marketplace.models import Dataset, LedgerEntry, Purchase
+from marketplace import charts
+from marketplace.models import EPSILON_QUANTUM, Dataset, LedgerEntry, Purchase
+
+ZERO = Decimal(0)
 
 
 def job_list(*, user: User) -> QuerySet[Job]:
@@ -57,55 +61,101 @@ def he_jobs_awaiting_key(*, owner: User) -> QuerySet[Job]:
 
 @dataclass(frozen=True)
 class BuyerBudget:
+    """One buyer's use of a dataset's budget, over all their purchases of it."""
+
     buyer: str
     epsilon_bought: Decimal
+    # The buyer's guarantee: their purchases' guarantees of released answers added up (rounded up).
     epsilon_spent: Decimal
     credits_paid: Decimal
     jobs_released: int
+    epsilon_committed: Decimal  # the released jobs' epsilons added up
+    delta_spent: float
+    # The share of the dataset's budget their released and open jobs alone use under the accountant.
+    share_used: float
 
 
 @dataclass(frozen=True)
 class DatasetBudget:
-    """What a dataset's owner may see of its budget: sold, spent and left, by buyer. Never a value."""
+    """What a dataset's owner may see of its budget: sold, spent and left, by buyer. Never a value.
+
+    ``released`` is the guarantee of every answer released on it, across buyers, and ``reserved`` how
+    much of the budget released answers and open jobs use together (compute/activity.py)."""
 
     dataset: Dataset
     epsilon_spent: Decimal
     by_buyer: list[BuyerBudget]
+    epsilon_committed: Decimal
+    rho_committed: Decimal
+    released: accounting.Bound
+    reserved: charts.Usage
+
+
+def epsilon_up(value: float) -> Decimal:
+    """An epsilon of the accountant (a float) as the API states it: to six places, rounded up, once the
+    float's own noise (0.30000000000000004) is rounded off."""
+    return Decimal(repr(value)).quantize(Decimal("1e-12")).quantize(EPSILON_QUANTUM, rounding=ROUND_CEILING)
+
+
+def _buyer_rows(
+    dataset: Dataset, purchases: list[tuple], ledger: dict[int, dict[str, activity.Sums]], jobs_by: dict[str, int]
+) -> list[BuyerBudget]:
+    """Each buyer's purchases summed: their guarantee is their purchases' guarantees added up; their
+    share is what their jobs alone (released and open) use of the dataset's budget under the accountant."""
+    rows: dict[str, dict] = {}
+    for pk, buyer, epsilon, delta, price in purchases:
+        row = rows.setdefault(
+            buyer, {"bought": ZERO, "paid": ZERO, "committed": ZERO, "spent": accounting.NONE, "held": accounting.NONE}
+        )
+        kinds = ledger.get(pk, {})
+        committed = kinds.get(LedgerEntry.Kind.COMMIT, activity.NO_SUMS)
+        bound = accounting.guarantee(activity.loss_of(committed), float(delta))
+        row["spent"] += accounting.Loss(bound.epsilon, bound.delta, 0.0)
+        row["held"] += activity.loss_of(activity.held_or_spent(kinds))
+        row["bought"] += epsilon
+        row["paid"] += price
+        row["committed"] += committed[0]
+    cap_e, cap_d = float(dataset.epsilon_cap), float(dataset.delta_cap)
+    return [
+        BuyerBudget(
+            buyer=buyer,
+            epsilon_bought=row["bought"],
+            epsilon_spent=epsilon_up(row["spent"].epsilon),
+            credits_paid=Decimal(row["paid"]),
+            jobs_released=jobs_by.get(buyer, 0),
+            epsilon_committed=row["committed"],
+            delta_spent=row["spent"].delta,
+            share_used=accounting.share(row["held"], cap_e, cap_d),
+        )
+        for buyer, row in sorted(rows.items())
+    ]
 
 
 def dataset_budget(*, owner: User, dataset_id) -> DatasetBudget:
-    """The budget of one of the owner's datasets, in all and by buyer (five queries); others' are a 404."""
+    """The budget of one of the owner's datasets under the accountant, in all and by buyer (four
+    queries); others' are a 404."""
     dataset = get_or_404(Dataset.objects, message="No such dataset.", pk=dataset_id, owner=owner)
-    spent = market.ledger_totals(LedgerEntry.objects.filter(dataset=dataset)).epsilon_spent
-    buyers = (
-        Purchase.objects.filter(dataset=dataset)
-        .values("buyer__username")
-        .annotate(epsilon_bought=Sum("epsilon"), credits_paid=Sum("price"), purchases=Count("id", distinct=True))
-        .order_by("buyer__username")
+    purchases = list(
+        Purchase.objects.filter(dataset=dataset).values_list("pk", "buyer__username", "epsilon", "delta", "price")
     )
-    spent_by = {
-        row["purchase__buyer__username"]: row["e"]
-        for row in LedgerEntry.objects.filter(dataset=dataset, kind=LedgerEntry.Kind.COMMIT)
-        .values("purchase__buyer__username")
-        .annotate(e=Sum("epsilon"))
-    }
+    ledger = activity.ledger_sums([dataset.pk]).get(dataset.pk, {})
     jobs_by = {
         row["buyer__username"]: row["n"]
         for row in Job.objects.filter(dataset=dataset)
         .values("buyer__username")
         .annotate(n=Count("id", filter=Q(status=Job.Status.RELEASED)))
     }
+    deltas = {row[0]: row[3] for row in purchases}
+    committed = {pk: kinds[LedgerEntry.Kind.COMMIT] for pk, kinds in ledger.items() if LedgerEntry.Kind.COMMIT in kinds}
+    released = activity.dataset_usage(dataset, committed, deltas).bound
     return DatasetBudget(
         dataset=dataset,
-        epsilon_spent=spent or Decimal(0),
-        by_buyer=[
-            BuyerBudget(
-                buyer=row["buyer__username"],
-                epsilon_bought=row["epsilon_bought"],
-                epsilon_spent=spent_by.get(row["buyer__username"]) or Decimal(0),
-                credits_paid=Decimal(row["credits_paid"]),
-                jobs_released=jobs_by.get(row["buyer__username"], 0),
-            )
-            for row in buyers
-        ],
+        epsilon_spent=epsilon_up(released.epsilon),
+        by_buyer=_buyer_rows(dataset, purchases, ledger, jobs_by),
+        epsilon_committed=sum((s[0] for s in committed.values()), ZERO),
+        rho_committed=sum((s[2] for s in committed.values()), ZERO),
+        released=released,
+        reserved=activity.dataset_usage(
+            dataset, {pk: activity.held_or_spent(kinds) for pk, kinds in ledger.items()}, deltas
+        ),
     )

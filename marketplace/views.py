@@ -168,7 +168,7 @@ def my_datasets(request: HttpRequest) -> HttpResponse:
 def my_purchases(request: HttpRequest) -> HttpResponse:
     page_obj = Paginator(selectors.purchase_list(user=request.user), LIST_PAGE_SIZE).get_page(request.GET.get("page"))
     rows = [
-        {"purchase": purchase, "spent": budget.spent, "remaining": budget.remaining}
+        {"purchase": purchase, "spent": budget.spent, "remaining": budget.remaining, "share_used": budget.share_used}
         for purchase in page_obj.object_list
         for budget in [selectors.purchase_budget(purchase)]
     ]
@@ -178,7 +178,8 @@ def my_purchases(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def purchase_detail(request: HttpRequest, purchase_id: int) -> HttpResponse:
-    """One purchase and its privacy ledger. Another user's purchase is a 404."""
+    """One purchase, what its answers spent and how much of its allotment they use under the accountant,
+    and its privacy ledger. Another user's purchase is a 404."""
     try:
         purchase = selectors.purchase_get(user=request.user, purchase_id=purchase_id)
     except NotFound:
@@ -189,6 +190,8 @@ def purchase_detail(request: HttpRequest, purchase_id: int) -> HttpResponse:
         "spent": budget.spent,
         "held": budget.held,
         "remaining": budget.remaining,
+        "share_used": budget.share_used,
+        "released": budget.released,
         "ledger": purchase.ledger_entries.all(),
     }
     return render(request, "marketplace/purchase_detail.html", context)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 from drf_spectacular.utils import extend_schema_serializer, inline_serializer
 from rest_framework import serializers
@@ -22,6 +22,11 @@ def _eps(value) -> str:
 
 def _delta(value) -> str:
     return f"{Decimal(value or 0).quantize(DELTA_QUANTUM):f}"
+
+
+def _delta_of(value: float) -> str:
+    """A guarantee's delta (a float of the accountant), rounded up to the ledger's places."""
+    return f"{Decimal(repr(value)).quantize(Decimal('1e-18')).quantize(DELTA_QUANTUM, rounding=ROUND_CEILING):f}"
 
 
 def _rho(value) -> str:
@@ -120,32 +125,60 @@ class PurchaseLedgerApi(APIView):
 @extend_schema_serializer(component_name="DatasetBudget")
 class BudgetOutputSerializer(serializers.Serializer):
     dataset = serializers.IntegerField()
-    epsilon_cap = serializers.CharField()
-    epsilon_sold = serializers.CharField()
-    epsilon_spent = serializers.CharField()
-    epsilon_unsold = serializers.CharField()
+    epsilon_cap = serializers.CharField(help_text="The dataset's epsilon cap, across all buyers together.")
+    delta_cap = serializers.CharField(help_text="The dataset's delta cap, across all buyers together.")
+    epsilon_sold = serializers.CharField(help_text="Bought by buyers, in all.")
+    epsilon_spent = serializers.CharField(
+        help_text="The guarantee of every answer released on the dataset, across buyers, under the accountant: the "
+        "best of basic composition (epsilon_committed), zCDP over all its jobs at delta_cap, and the purchases' own "
+        "guarantees added up (buyers may pool their answers), rounded up. Before tight accounting this was the plain "
+        "sum, which epsilon_committed still is."
+    )
+    delta_spent = serializers.CharField(help_text="The delta of that guarantee.")
+    composition = serializers.CharField(
+        help_text="Which bound gives epsilon_spent: basic composition, zCDP, or the purchases' guarantees added up."
+    )
+    epsilon_committed = serializers.CharField(help_text="The epsilons of released jobs, added up.")
+    epsilon_unsold = serializers.CharField(help_text="Still for sale: epsilon_cap minus epsilon_sold.")
+    rho_cap = serializers.CharField(help_text="The largest zCDP rho within the caps (0 without delta).")
+    rho_committed = serializers.CharField(help_text="The zCDP rhos of released jobs, added up.")
+    share_used = serializers.FloatField(
+        help_text="The share of the dataset's budget that released and open jobs use together under the accountant, "
+        "0 to 1 (it never exceeds epsilon_sold / epsilon_cap)."
+    )
     by_buyer = serializers.ListField(
         child=inline_serializer(
             "DatasetBudgetBuyer",
             {
                 "buyer": serializers.CharField(),
-                "epsilon_bought": serializers.CharField(),
-                "epsilon_spent": serializers.CharField(),
+                "epsilon_bought": serializers.CharField(help_text="Bought, over all the buyer's purchases."),
+                "epsilon_spent": serializers.CharField(
+                    help_text="The buyer's guarantee: each purchase's guarantee of its released answers (the better of "
+                    "basic composition and zCDP at the purchase's delta), added up, rounded up."
+                ),
+                "delta_spent": serializers.CharField(help_text="The delta of that guarantee."),
+                "epsilon_committed": serializers.CharField(help_text="The epsilons of their released jobs, added up."),
+                "share_used": serializers.FloatField(
+                    help_text="The share of the dataset's budget that this buyer's released and open jobs alone use "
+                    "under the accountant (the better of basic composition and zCDP over them), 0 to 1."
+                ),
                 "credits_paid": serializers.CharField(),
                 "jobs_released": serializers.IntegerField(),
             },
-        )
+        ),
+        help_text="One row per buyer, by username.",
     )
 
 
 class DatasetBudgetApi(APIView):
-    """For the dataset's owner: epsilon sold, spent and left, by buyer. Never a released value."""
+    """For the dataset's owner: how much of its budget is sold and used, by buyer. Never a released value."""
 
     @openapi.api_operation(
         tag="datasets",
         summary="A dataset's budget, by buyer",
-        description="For the dataset's owner: epsilon sold, spent and left, in all and by buyer. Never a "
-        "released value. Any other dataset is a 404.",
+        description="For the dataset's owner: epsilon sold, the guarantee of the answers released and the share of "
+        "the budget used under the accountant (docs/PRIVACY.md), in all and by buyer. Never a released value. Any "
+        "other dataset is a 404.",
         responses={200: BudgetOutputSerializer},
         errors=[401, 404],
     )
@@ -156,14 +189,24 @@ class DatasetBudgetApi(APIView):
             {
                 "dataset": dataset.pk,
                 "epsilon_cap": _eps(dataset.epsilon_cap),
+                "delta_cap": _delta(dataset.delta_cap),
                 "epsilon_sold": _eps(dataset.epsilon_sold),
                 "epsilon_spent": _eps(budget.epsilon_spent),
+                "delta_spent": _delta_of(budget.released.delta),
+                "composition": budget.released.method,
+                "epsilon_committed": _eps(budget.epsilon_committed),
                 "epsilon_unsold": _eps(dataset.epsilon_cap - dataset.epsilon_sold),
+                "rho_cap": _rho(dataset.rho_cap),
+                "rho_committed": _rho(budget.rho_committed),
+                "share_used": round(budget.reserved.share, 6),
                 "by_buyer": [
                     {
                         "buyer": row.buyer,
                         "epsilon_bought": _eps(row.epsilon_bought),
                         "epsilon_spent": _eps(row.epsilon_spent),
+                        "delta_spent": _delta_of(row.delta_spent),
+                        "epsilon_committed": _eps(row.epsilon_committed),
+                        "share_used": round(row.share_used, 6),
                         "credits_paid": f"{row.credits_paid.quantize(CREDIT_QUANTUM)}",
                         "jobs_released": row.jobs_released,
                     }

@@ -6,6 +6,8 @@ from decimal import Decimal, InvalidOperation
 
 from django import template
 
+from marketplace import charts
+
 register = template.Library()
 
 
@@ -26,3 +28,21 @@ def exact(value: object) -> str:
         return str(number)
     text = f"{number.normalize():f}"
     return "0" if text in {"-0", "0"} else text
+
+
+@register.filter
+def percent(value: object) -> str:
+    """A share of a budget (0 to 1) as a percentage: 0.28%, 12.5%, 100%; never 0% when something is used."""
+    try:
+        return charts.percent(float(str(value)))
+    except ValueError:
+        return str(value)
+
+
+@register.filter
+def rounded_up(value: object) -> str:
+    """An epsilon or delta of a guarantee to three significant digits, rounded up."""
+    try:
+        return charts.rounded_up(float(str(value)))
+    except ValueError:
+        return str(value)

@@ -143,14 +143,21 @@ def test_an_owner_declares_uploads_fixes_publishes_and_sees_a_buyers_spend(live_
     assert card.locator(".jobs-total").inner_text() == "2"
     assert card.locator(".burn-point").count() == 2
     caption = card.locator(".burn-caption").inner_text()
-    assert "committed" in caption and "commit rows of the privacy ledger" in caption
+    assert "commit rows of the privacy ledger" in caption and "under the accountant" in caption
+    # Pure releases at 0.5 and 0.25 of a cap of 5: adding them up is the tightest, 15% of the budget.
+    assert [p.get_attribute("data-share") for p in card.locator(".burn-point").all()] == ["0.1", "0.15"]
+    assert card.locator(".burn-share").inner_text() == "15%"
     assert card.locator(".burn-spent").inner_text() == "0.75"
-    assert card.locator(".burn-left").inner_text() == "4.25"
+    assert card.locator(".share-used").inner_text() == "15% of the budget used (ε 0.75 at δ 0, by basic composition)"
+    assert "Share of the dataset's privacy budget used" in card.locator(".burn-down-chart").text_content()
     assert page.locator(".total-earnings").inner_text() == "16.00 credits"
-    # The chart's table, newest commit first.
+    # The chart's table, newest commit first, with the share of the budget used after each commit.
     card.locator(".commit-table summary").click()
     rows = card.locator(".commit-table tbody tr").all_inner_texts()
-    assert [r.split("\t")[1:] for r in rows] == [["0.75", "4.25"], ["0.5", "4.5"]]
+    assert [r.split("\t")[1:] for r in rows] == [
+        ["15%", "ε 0.75 at δ 0, by basic composition", "0.75"],
+        ["10%", "ε 0.5 at δ 0, by basic composition", "0.5"],
+    ]
     text = page.locator("main").inner_text()
     values = [g["value"] for job in released for g in job["result"]["groups"]]
     assert len(values) == 5  # one mean, four noisy counts

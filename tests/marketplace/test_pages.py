@@ -470,6 +470,7 @@ def test_my_purchases_shows_spent_and_remaining_from_the_ledger(buyer, dataset):
     assert '<td class="num">30.00</td>' in page
     assert '<td class="num">0.75</td>' in page  # spent
     assert '<td class="num">2.25</td>' in page  # remaining
+    assert '<td class="num share-used" data-value="0.25">25%</td>' in page  # 0.75 of 3, by basic composition
 
 
 def test_my_purchases_never_lists_another_buyers_purchase(buyer, outsider, dataset):

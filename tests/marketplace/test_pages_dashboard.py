@@ -16,6 +16,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from compute.engines import accounting
 from compute.models import Job
 from marketplace import charts
 from marketplace.models import Dataset, LedgerEntry
@@ -46,14 +47,14 @@ def job(purchase, status: str, epsilon: str, result=None) -> Job:
 
 
 def ledger(purchase, job_row: Job, kind: str, epsilon: str) -> LedgerEntry:
-    # A pure release's row carries its rho, epsilon**2 / 2, as compute.budget.ledger_row writes it.
+    """A row of a pure epsilon-DP job, with its zCDP rho (epsilon**2 / 2) as the services write it."""
     return LedgerEntry.objects.create(
         dataset=purchase.dataset,
         purchase=purchase,
         job_id=job_row.pk,
         kind=kind,
         epsilon=Decimal(epsilon),
-        rho=Decimal(epsilon) ** 2 / 2,
+        rho=Decimal(repr(accounting.pure_rho(float(epsilon)))),
     )
 
 
@@ -115,19 +116,36 @@ def test_dashboard_shows_earnings_buyers_budget_and_jobs_by_status(owner, sold):
     assert text_of(page, "total-buyers") == "2"
 
 
-def test_dashboard_chart_draws_one_point_per_commit_and_says_it_counts_commits(owner, sold):
+def test_dashboard_chart_draws_the_share_used_after_each_commit_in_words(owner, sold):
     page = logged_in(owner).get(reverse("owner-dashboard")).content.decode()
     card = article(page, sold)
 
-    assert card.count('class="chart-value burn-point"') == 2
-    assert "ε 0.5 spent, 9.5 left" in card and "ε 0.75 spent, 9.25 left" in card
+    # Two commits, of pure releases at 0.5 and 0.25 on a (10, 1e-5) dataset: basic composition is the
+    # tightest (zCDP would be rho 0.125 + 0.03125 over the cap's 1.78), so 5% and then 7.5%.
+    assert re.findall(r'class="chart-value burn-point" data-share="([^"]+)"', card) == ["0.05", "0.075"]
+    assert "5% of the budget used (ε 0.5 at δ 0, by basic composition); ε 0.5 released in all" in card
+    assert "7.5% of the budget used (ε 0.75 at δ 0, by basic composition); ε 0.75 released in all" in card
+    assert "Share of the dataset's privacy budget used" in card  # the axis, in words
+    assert "100%: the cap, ε 10 at δ 0.00001" in card
+    assert "35% sold: the most buyers can use" in card  # 3.5 of 10 sold
+    assert re.search(r'<desc id="burn-desc-\d+">A step line of the share', card)
     caption = re.search(r'<figcaption class="burn-caption">(.*?)</figcaption>', card, re.S).group(1)
-    assert "<strong>committed</strong>" in caption and "commit rows of the privacy ledger" in caption
+    assert "<strong>commit</strong> rows of the privacy ledger" in caption and "under the accountant" in caption
     assert "Reservations of jobs still running" in caption
-    assert text_of(caption, "burn-left") == "9.25"
-    # The table behind the chart lists the commits, newest first.
-    rows = re.findall(r'<td class="num">([\d.]+)</td><td class="num">([\d.]+)</td>', card)
-    assert rows == [("0.75", "9.25"), ("0.5", "9.5")]
+    assert text_of(caption, "burn-share") == "7.5%"
+    assert text_of(caption, "burn-spent") == "0.75"
+    assert text_of(card, "share-used") == "7.5% of the budget used (ε 0.75 at δ 0, by basic composition)"
+    # With the running job's reservation (0.1; the failed one's was refunded): 0.85 of 10.
+    assert text_of(card, "share-reserved") == "8.5%"
+    # The table behind the chart lists the commits, newest first, with the share after each.
+    rows = re.findall(
+        r'<td class="num share">([^<]+)</td><td class="guarantee">([^<]+)</td><td class="num committed">([^<]+)</td>',
+        card,
+    )
+    assert rows == [
+        ("7.5%", "ε 0.75 at δ 0, by basic composition", "0.75"),
+        ("5%", "ε 0.5 at δ 0, by basic composition", "0.5"),
+    ]
 
 
 def test_dashboard_never_shows_released_values(owner, sold):
@@ -189,34 +207,67 @@ def test_dashboard_needs_a_login_and_the_nav_links_it_for_owners(owner, buyer):
     assert f'href="{reverse("owner-dashboard")}"' not in logged_in(buyer).get(reverse("catalogue")).content.decode()
 
 
-def test_burn_down_geometry_steps_down_at_each_commit():
+def step(when, share: float, committed: str) -> charts.Step:
+    return charts.Step(
+        when=when,
+        committed=Decimal(committed),
+        usage=charts.Usage(share, accounting.Bound(float(committed), 0.0, accounting.BASIC)),
+    )
+
+
+def test_burn_down_geometry_rises_to_the_share_used_at_each_commit():
     start = timezone.now() - timedelta(hours=10)
-    commits = [(start + timedelta(hours=5), Decimal("2.5")), (start + timedelta(hours=10), Decimal("5"))]
+    steps = [step(start + timedelta(hours=5), 0.25, "2.5"), step(start + timedelta(hours=10), 0.5, "5")]
 
     chart = charts.burn_down(
-        cap=Decimal("10"), sold=Decimal("6"), start=start, now=start + timedelta(hours=10), commits=commits
+        cap_epsilon=Decimal("10"),
+        cap_delta=Decimal("0.00001"),
+        sold=Decimal("6"),
+        start=start,
+        end=start + timedelta(hours=10),
+        steps=steps,
+        commits=2,
+        usage=steps[-1].usage,
     )
 
     assert [p.x for p in chart.points] == [50.0, 97.0]
-    # Zero is at BOTTOM and the cap at TOP: 7.5 left is three quarters of the way up.
-    assert chart.points[0].y == pytest.approx(charts.BOTTOM - 0.75 * (charts.BOTTOM - charts.TOP))
+    # 0% is at BOTTOM and the cap, 100%, at TOP: a quarter used is a quarter of the way up.
+    assert chart.points[0].y == pytest.approx(charts.BOTTOM - 0.25 * (charts.BOTTOM - charts.TOP))
     assert chart.points[1].y == pytest.approx(charts.BOTTOM - 0.5 * (charts.BOTTOM - charts.TOP))
-    assert chart.sold_y == pytest.approx(charts.BOTTOM - 0.4 * (charts.BOTTOM - charts.TOP))
-    assert chart.left == Decimal("5")
-    # Flat, drop, flat, drop, flat to the right edge.
+    assert chart.half_y == chart.points[1].y
+    assert (chart.cap_y, chart.zero_y) == (charts.TOP, charts.BOTTOM)
+    assert chart.sold_y == pytest.approx(charts.BOTTOM - 0.6 * (charts.BOTTOM - charts.TOP))
+    assert chart.sold_text == "60%"
+    # Flat, rise, flat, rise, flat to the right edge.
     assert len(chart.segments) == 5 and chart.segments[-1].x2 == charts.RIGHT
+    assert chart.segments[1].y2 < chart.segments[1].y1  # up the screen
 
 
-def test_burn_down_thins_many_commits_to_a_bounded_number_of_points():
+def test_thin_keeps_a_bounded_number_of_commits_and_always_the_last():
     start = timezone.now() - timedelta(days=1)
-    commits = [(start + timedelta(seconds=i * 10), Decimal("0.001") * (i + 1)) for i in range(5000)]
+    times = [start + timedelta(seconds=i * 10) for i in range(5000)]
 
-    chart = charts.burn_down(
-        cap=Decimal("10"), sold=Decimal("10"), start=start, now=start + timedelta(days=1), commits=commits
-    )
+    kept = charts.thin(times, start, start + timedelta(days=1))
 
-    assert len(chart.points) <= charts.MAX_POINTS
-    assert chart.points[-1].committed == Decimal("5.000")  # the last state is always kept
+    assert len(kept) <= charts.MAX_POINTS
+    assert kept == sorted(kept) and kept[-1] == 4999
+    assert charts.thin(times[:10], start, start + timedelta(days=1)) == list(range(10))
+
+
+@pytest.mark.parametrize(
+    ("share", "text"),
+    [(0.0, "0%"), (0.00001, "under 0.01%"), (0.0028, "0.28%"), (0.125, "12.5%"), (0.4207, "42.1%"), (1.0, "100%")],
+)
+def test_percent_reads_a_share_and_never_rounds_something_to_nothing(share, text):
+    assert charts.percent(share) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(0.75, "0.75"), (0.30000000000000004, "0.3"), (5.979007864599009, "5.98"), (1e-05, "0.00001"), (12.3001, "12.4")],
+)
+def test_guarantees_are_shown_rounded_up_never_tighter_than_computed(value, text):
+    assert charts.rounded_up(value) == text
 
 
 # Catalogue filters
@@ -288,9 +339,13 @@ def test_purchases_page_shows_what_is_left_of_each_allotment(buyer, sold):
     page = logged_in(buyer).get(reverse("my-purchases")).content.decode()
 
     # bob's purchases: 2 (0.5 spent, 0.1 held by the running job) and 1 (untouched).
-    rows = re.findall(r'<td class="num">([\d.]+)</td>\s*<td class="num">([\d.]+)</td>\s*<td><time', page)
-    assert sorted(rows) == [("0", "1"), ("0.5", "1.4")]
-    assert "ε remaining" in page
+    rows = re.findall(
+        r'<td class="num">([\d.]+)</td>\s*<td class="num">([\d.]+)</td>\s*<td class="num share-used"[^>]*>([^<]+)</td>',
+        page,
+    )
+    assert sorted(rows) == [("0", "1", "0%"), ("0.5", "1.4", "30%")]  # 0.6 of 2 by basic composition
+    assert "ε remaining" in page and "Share of the allotment used" in page
+    assert "the largest epsilon one more job could ask for" in page
 
 
 def test_the_owner_suspends_and_republishes_from_the_dataset_page(client, owner, dataset):
