@@ -1,7 +1,14 @@
 """API v1 of the compute app: jobs (jobs.py, their serializers and the query language's schema), budgets
 (ledger.py) and the key holder's side of HE jobs (key_holder.py). The URL map is config/api_urls.py."""
 
-from compute.api.jobs import JobCancelApi, JobDetailApi, JobDownloadApi, JobEstimateApi, JobListCreateApi
+from compute.api.jobs import (
+    JobCancelApi,
+    JobDetailApi,
+    JobDownloadApi,
+    JobEstimateApi,
+    JobListCreateApi,
+    JobModelApi,
+)
 from compute.api.key_holder import AwaitingJobsApi, HeJobAggregateApi, HeJobPlanApi, HeJobReleaseApi
 from compute.api.ledger import DatasetBudgetApi, PurchaseLedgerApi
 
@@ -16,5 +23,6 @@ __all__ = [
     "JobDownloadApi",
     "JobEstimateApi",
     "JobListCreateApi",
+    "JobModelApi",
     "PurchaseLedgerApi",
 ]
