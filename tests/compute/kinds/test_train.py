@@ -53,7 +53,11 @@ def test_a_model_of_each_type_is_released_with_its_receipt_and_charged_once(api,
     body = api.get(f"/api/v1/jobs/{job['id']}/").json()
     assert body["status"] == "released"
     released = body["result"]["model"]
-    assert (released["type"], released["features"], released["label"]) == (model_type, model["features"], model["label"])
+    assert (released["type"], released["features"], released["label"]) == (
+        model_type,
+        model["features"],
+        model["label"],
+    )
 
     # Charged once: one reserve and one commit row, at the job's rho.
     (commit,) = rows("commit", purchase)
@@ -111,7 +115,9 @@ def test_the_model_file_is_the_parameters_the_encoding_and_the_receipt(api, purc
     doc = json.loads(download.content)
     assert (doc["format"], doc["version"], doc["job"]) == ("cloakroom-model", 1, job_id)
     assert doc["model"] == api.get(f"/api/v1/jobs/{job_id}/").json()["result"]["model"]
-    assert doc["model"]["encoding"] == [{"name": "age", "kind": "numeric", "columns": ["age"], "lower": 0, "upper": 100}]
+    assert doc["model"]["encoding"] == [
+        {"name": "age", "kind": "numeric", "columns": ["age"], "lower": 0, "upper": 100}
+    ]
     assert doc["receipt"]["training"]["parts"]
     # Another account's job is a 404, as every lookup by id.
     assert outsider_client.get(f"/api/v1/jobs/{job_id}/model/").status_code == 404
@@ -162,7 +168,9 @@ def one_class_dataset(owner, owner_client):
             {"name": "size", "kind": "numeric", "lower": 0, "upper": 10},
         ],
     }
-    response = owner_client.post("/api/v1/datasets/", {"file": upload, "metadata": json.dumps(meta)}, format="multipart")
+    response = owner_client.post(
+        "/api/v1/datasets/", {"file": upload, "metadata": json.dumps(meta)}, format="multipart"
+    )
     assert response.status_code == 201, response.content
     owner_client.post(f"/api/v1/datasets/{response.json()['id']}/publish/")
     return Dataset.objects.get(pk=response.json()["id"])
@@ -213,7 +221,10 @@ def test_an_epsilon_over_the_allotment_is_a_409_and_spends_nothing(api, purchase
         ({"kind": "train"}, "model"),
         ({"kind": "train", "query": {"aggregate": "count"}}, "query"),
         ({"kind": "query", "model": {"type": "naive_bayes"}}, "model"),
-        ({"kind": "train", "model": {"type": "naive_bayes", "features": ["age"], "label": "member"}, "delta": "0.1"}, "delta"),
+        (
+            {"kind": "train", "model": {"type": "naive_bayes", "features": ["age"], "label": "member"}, "delta": "0.1"},
+            "delta",
+        ),
     ],
 )
 def test_a_train_job_takes_model_and_a_query_job_query(api, purchase, body, field):
