@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import requests
 
+from cloakroom_client import models
 from cloakroom_client.credentials import save_key, saved_key
 from cloakroom_client.frames import DATASET_COLUMNS, PURCHASE_COLUMNS, csv_frame, records_frame
 from cloakroom_client.progress import StatusLine, job_status_text
@@ -270,6 +271,26 @@ class Client:
         response = self.session.get(f"{self.url}/api/v1/datasets/{int(dataset_id)}/dummy.csv", timeout=self.timeout)
         self._raise_for_error(response)
         return csv_frame(response.text) if as_frame else response.text
+
+    def train(self, purchase: int, model: dict, *, epsilon: str | Decimal | float, delta: str | Decimal | float = "0"):
+        """Submit a DP training job (docs/MODELS.md): ``model`` is ``{type, features, label, params}``."""
+        body = {
+            "purchase": int(purchase),
+            "kind": "train",
+            "model": model,
+            "epsilon": str(epsilon),
+            "delta": str(delta),
+        }
+        return self._request("POST", "jobs/", json=body)
+
+    def model_file(self, job_id: int) -> dict:
+        """A released train job's portable model file (plain JSON: parameters, encoding, receipt)."""
+        return self._request("GET", f"jobs/{int(job_id)}/model/")
+
+    def model(self, job_id: int):
+        """The released model as a scikit-learn estimator rebuilt from its parameters (needs scikit-learn;
+        cloakroom_client.models.design_matrix encodes a table of raw features for it)."""
+        return models.estimator(self.model_file(job_id))
 
     def job(self, job_id: int) -> dict:
         return self._request("GET", f"jobs/{int(job_id)}/")

@@ -23,6 +23,8 @@ class Job(models.Model):
     class Kind(models.TextChoices):
         # A query on a DP dataset runs on the dp queue; on an HE dataset, on the he queue.
         QUERY = "query", "query"
+        # DP model training on a DP dataset (compute/kinds/train.py), on the dp queue.
+        TRAIN = "train", "train"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "queued"

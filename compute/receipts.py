@@ -54,6 +54,9 @@ def receipt(job: Job) -> dict[str, Any] | None:
             out[side] = privacy[side]
     if "epsilon_replace_one" in r and job.reused_from_id is None:
         out["epsilon_replace_one"] = r["epsilon_replace_one"]
+    if "training" in r:
+        # A train job (docs/MODELS.md): each noisy part's mechanism and share, and the declared bounds used.
+        out["training"] = r["training"]
     if r.get("mode") == "he":
         # The CKKS parameters, and the precision lost to encryption (already inside the interval).
         out["ckks"] = r.get("ckks")
@@ -99,3 +102,13 @@ def result_csv(job: Job) -> str:
 
 def result_json(job: Job) -> str:
     return json.dumps({"job": job.pk, "result": job.result, "receipt": receipt(job)}, indent=2)
+
+
+MODEL_FORMAT = "cloakroom-model"
+
+
+def model_file(job: Job) -> str:
+    """A released train job's portable model file: the parameters, the encoding a loader needs (the
+    declared bounds and categories) and the receipt (cloakroom_client/models.py reads it)."""
+    doc = {"format": MODEL_FORMAT, "version": 1, "job": job.pk, "model": (job.result or {}).get("model")}
+    return json.dumps({**doc, "receipt": receipt(job)}, indent=2)

@@ -35,6 +35,7 @@ urlpatterns = [
     path("jobs/<int:job_id>/", compute_api.JobDetailApi.as_view(), name="api-job"),
     path("jobs/<int:job_id>/cancel/", compute_api.JobCancelApi.as_view(), name="api-job-cancel"),
     path("jobs/<int:job_id>/download/", compute_api.JobDownloadApi.as_view(), name="api-job-download"),
+    path("jobs/<int:job_id>/model/", compute_api.JobModelApi.as_view(), name="api-job-model"),
     path("datasets/<int:dataset_id>/escrow/", he_api.EscrowApi.as_view(), name="api-he-escrow"),
     path("he/escrow-key/", he_api.EscrowKeyApi.as_view(), name="api-he-escrow-key"),
     path("he/jobs/awaiting/", compute_api.AwaitingJobsApi.as_view(), name="api-he-awaiting"),

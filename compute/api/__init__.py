@@ -2,7 +2,14 @@
 (ledger.py), the key holder's side of HE jobs (key_holder.py) and queries on fake data (dummy.py). The URL map is config/api_urls.py."""
 
 from compute.api.dummy import DummyQueryApi, DummyTableApi
-from compute.api.jobs import JobCancelApi, JobDetailApi, JobDownloadApi, JobEstimateApi, JobListCreateApi
+from compute.api.jobs import (
+    JobCancelApi,
+    JobDetailApi,
+    JobDownloadApi,
+    JobEstimateApi,
+    JobListCreateApi,
+    JobModelApi,
+)
 from compute.api.key_holder import AwaitingJobsApi, HeJobAggregateApi, HeJobPlanApi, HeJobReleaseApi
 from compute.api.ledger import DatasetBudgetApi, PurchaseLedgerApi
 
@@ -19,5 +26,6 @@ __all__ = [
     "JobDownloadApi",
     "JobEstimateApi",
     "JobListCreateApi",
+    "JobModelApi",
     "PurchaseLedgerApi",
 ]

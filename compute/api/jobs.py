@@ -60,8 +60,8 @@ class JobListCreateApi(APIView):
     @openapi.api_operation(
         tag="jobs",
         summary="Submit a job",
-        description="Reserve `epsilon` (and `delta`) of a purchase and queue the query; 202 with the job. The "
-        "query is checked against the purchased dataset's declared columns (a 400 naming the field). A "
+        description="Reserve `epsilon` (and `delta`) of a purchase and queue the query (kind `query`) or the "
+        "model training (kind `train`, with `model`); 202 with the job. The query or model is checked against the purchased dataset's declared columns (a 400 naming the field). A "
         "repeat of a released query costs nothing and returns that job (`reused`). A 409 when the purchase "
         "has too little budget left or the dataset is not available.",
         request={"application/json": JobInputSerializer},
@@ -82,7 +82,7 @@ class JobListCreateApi(APIView):
             buyer=request.user,
             purchase_id=v["purchase"],
             kind=v["kind"],
-            query=v["query"],
+            query=data.body,
             epsilon=v["epsilon"],
             delta=v.get("delta") or "0",
             idempotency_key=key,
@@ -177,7 +177,8 @@ class JobEstimateApi(APIView):
         est = services.job_estimate(
             user=request.user,
             purchase_id=v["purchase"],
-            query=v["query"],
+            query=data.body,
+            kind=v["kind"],
             epsilon=v.get("epsilon"),
             delta=v.get("delta") or "0",
             ci95_halfwidth=v.get("ci95_halfwidth"),
@@ -266,6 +267,9 @@ openapi.register_component(
 )
 
 
+_MODEL_FILE = openapi.component_serializer("ModelFile")
+
+
 class JobDownloadApi(APIView):
     def perform_content_negotiation(self, request, force=False):
         # The format is ?format=, whatever the Accept header says; errors are JSON.
@@ -305,4 +309,39 @@ class JobDownloadApi(APIView):
         else:
             raise ValidationFailed("format: choose json or csv.", fields={"format": ["Choose json or csv."]})
         response["Content-Disposition"] = f'attachment; filename="cloakroom-job-{job.pk}.{fmt}"'
+        return response
+
+
+class JobModelApi(APIView):
+    def perform_content_negotiation(self, request, force=False):
+        return super().perform_content_negotiation(request, force=True)
+
+    @openapi.api_operation(
+        tag="jobs",
+        summary="Download a released model",
+        description="A released train job's model as a portable JSON file: the parameters, the encoding of the "
+        "features a loader needs, and the receipt. `cloakroom_client` rebuilds a scikit-learn estimator from it "
+        "(`client.model(job_id)`). A job that is not released is a 404 (`not_released`), a job that is no "
+        "train job a 404 (`not_a_model`).",
+        parameters=[
+            OpenApiParameter(
+                "Content-Disposition",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                response=[200],
+                required=True,
+                description='attachment; filename="cloakroom-model-{id}.json"',
+            ),
+        ],
+        responses={(200, "application/json"): OpenApiResponse(_MODEL_FILE, description="The model file.")},
+        errors=[401, 404],
+    )
+    def get(self, request, job_id: int):
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        if job.kind != Job.Kind.TRAIN:
+            raise NotFound("This job trained no model.", code="not_a_model")
+        if job.status != Job.Status.RELEASED:
+            raise NotFound(f"The job is {job.status}; only released models can be downloaded.", code="not_released")
+        response = HttpResponse(receipts.model_file(job), content_type="application/json")
+        response["Content-Disposition"] = f'attachment; filename="cloakroom-model-{job.pk}.json"'
         return response

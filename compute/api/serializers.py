@@ -9,6 +9,7 @@ from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from compute import receipts
+from compute.api import model_schema  # noqa: F401 (registers the training components)
 from compute.api.query_schema import query_form_errors
 from compute.models import Job
 from config import fields as plain_fields
@@ -175,6 +176,19 @@ openapi.register_component(
                 "included.",
             },
             "ckks": {"type": "object", "nullable": True, "description": "HE: the CKKS parameters and error bound."},
+            "training": {
+                "type": "object",
+                "description": "train jobs: each noisy part (its statistics, mechanism, epsilon, delta, rho, "
+                "sensitivity and grid), how the budget was split, and the declared bounds used.",
+                "required": ["parts", "split", "bounds"],
+                "properties": {
+                    "parts": {"type": "array", "items": {"type": "object"}},
+                    "split": {"type": "string"},
+                    "bounds": {"type": "array", "items": {"type": "object"}},
+                    "scaling": {"type": "string"},
+                    "evaluation": {"type": "string"},
+                },
+            },
         },
     },
 )
@@ -186,14 +200,29 @@ class JobOutputSerializer(serializers.Serializer):
     kind = openapi.ChoiceOutput(choices=Job.Kind.choices)
     dataset = plain_fields.IntegerField(source="dataset_id")
     purchase = plain_fields.IntegerField(source="purchase_id")
-    query = openapi.JsonSchemaField(component="Query", source="spec", help_text="The query in canonical form.")
+    query = openapi.MethodField(
+        schema={
+            "allOf": [openapi.ref("Query")],
+            "nullable": True,
+            "description": "The query in canonical form; null for a train job (see model).",
+        }
+    )
     epsilon = plain_fields.DecimalField(max_digits=12, decimal_places=6)
     delta = plain_fields.DecimalField(max_digits=16, decimal_places=12)
     error = serializers.CharField(help_text="Why the job failed; empty otherwise.")
     reused = openapi.MethodField(
         schema={"type": "boolean", "description": "Whether an earlier job answers this submission."}
     )
-    result = openapi.MethodField(component="JobResult", allow_null=True, help_text="Null until released.")
+    model = openapi.MethodField(
+        schema={"allOf": [openapi.ref("ModelRequest")], "nullable": True, "description": "train jobs: the request."}
+    )
+    result = openapi.MethodField(
+        schema={
+            "anyOf": [openapi.ref("JobResult"), openapi.ref("ModelResult")],
+            "nullable": True,
+            "description": "Null until released; a train job's is a ModelResult.",
+        }
+    )
     receipt = openapi.MethodField(component="Receipt", allow_null=True, help_text="Null until released.")
     progress = openapi.MethodField(
         schema={
@@ -218,10 +247,18 @@ class JobOutputSerializer(serializers.Serializer):
             return None
         return {"done": obj.progress_done, "total": obj.progress_total}
 
+    def get_query(self, obj) -> dict | None:
+        return None if obj.kind == Job.Kind.TRAIN else obj.spec
+
+    def get_model(self, obj) -> dict | None:
+        return obj.spec if obj.kind == Job.Kind.TRAIN else None
+
     def get_result(self, obj) -> dict | None:
         if obj.status != Job.Status.RELEASED:
             return None
         r = obj.result or {}
+        if obj.kind == Job.Kind.TRAIN:
+            return {"model": r.get("model")}
         out = {"aggregate": r.get("aggregate"), "groups": r.get("groups")}
         if "regression" in r:
             out["regression"] = r["regression"]
@@ -238,11 +275,33 @@ class JobOutputSerializer(serializers.Serializer):
 class JobInputSerializer(serializers.Serializer):
     purchase = openapi.IntegerField(min_value=1)
     kind = openapi.ChoiceField(
-        choices=["query"], default="query", help_text="query: a DP query, or an HE aggregate on an HE dataset"
+        choices=["query", "train"],
+        default="query",
+        help_text="query: a DP query, or an HE aggregate on an HE dataset; train: a DP model on a DP dataset "
+        "(docs/MODELS.md)",
     )
-    query = openapi.JsonSchemaField(component="Query")
+    query = openapi.JsonSchemaField(component="Query", required=False, help_text="Required for kind query.")
+    model = openapi.JsonSchemaField(component="ModelRequest", required=False, help_text="Required for kind train.")
     epsilon = BudgetNumberField(places=6)
     delta = BudgetNumberField(places=12, below_one=True, required=False, default="0")
+
+    def validate(self, attrs):
+        """A query job takes ``query`` and a train job ``model``: the other is refused, not ignored."""
+        wanted, other = ("model", "query") if attrs.get("kind", "query") == "train" else ("query", "model")
+        if other in attrs:
+            raise ValidationFailed(
+                f"{other}: a {attrs.get('kind', 'query')} job takes {wanted}, not {other}.",
+                fields={other: [f"Not read by this kind; send {wanted}."]},
+            )
+        if wanted not in attrs:
+            raise ValidationFailed(f"{wanted}: This field is required.", fields={wanted: ["This field is required."]})
+        return attrs
+
+    @property
+    def body(self) -> Any:
+        """What the kind validates: the query, or the model request."""
+        v = self.validated_data
+        return v["model"] if v.get("kind") == "train" else v["query"]
 
     def validate_query(self, query):
         errors = query_form_errors(query)

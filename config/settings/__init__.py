@@ -345,7 +345,7 @@ SPECTACULAR_SETTINGS = {
     # Tag descriptions come from config/openapi/operations.py; enum names for the choice sets that share a field name.
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.openapi.postprocess_schema"],
     "ENUM_NAME_OVERRIDES": {
-        "JobKindEnum": ["query"],
+        "JobKindEnum": ["query", "train"],
         "JobStatusEnum": ["queued", "running", "awaiting_key", "released", "failed", "cancelled"],
         "DatasetStatusEnum": ["draft", "published", "suspended"],
         "ColumnKindEnum": ["numeric", "categorical", "boolean"],

@@ -24,7 +24,13 @@ def test_the_client_distribution_holds_every_client_package_and_no_server_packag
 
 
 # The import name of each distribution the client may need, where the two differ.
-DISTRIBUTION_OF = {"cryptography": "cryptography", "numpy": "numpy", "pandas": "pandas", "requests": "requests"}
+DISTRIBUTION_OF = {
+    "cryptography": "cryptography",
+    "numpy": "numpy",
+    "pandas": "pandas",
+    "requests": "requests",
+    "sklearn": "scikit-learn",
+}
 
 
 def _third_party_imports() -> dict[str, set[str]]:
@@ -53,12 +59,14 @@ def _requirement_name(requirement: str) -> str:
 def test_every_module_the_client_imports_is_a_declared_dependency():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]
     base = {_requirement_name(r) for r in project["dependencies"]}
-    he_extra = {_requirement_name(r) for r in project["optional-dependencies"]["he"]}
+    extras = {name: {_requirement_name(r) for r in reqs} for name, reqs in project["optional-dependencies"].items()}
     imported = _third_party_imports()
-    # TenSEAL is the "he" extra's: imported lazily, only by the HE commands (and checked by key-agent).
-    assert set(imported) == {"cryptography", "numpy", "pandas", "requests", "tenseal"}, imported
+    # TenSEAL is the "he" extra's: imported lazily, only by the HE commands (and checked by key-agent);
+    # scikit-learn the "models" extra's, imported lazily by cloakroom_client/models.py.
+    assert set(imported) == {"cryptography", "numpy", "pandas", "requests", "tenseal", "sklearn"}, imported
+    extra_of = {"tenseal": "he", "sklearn": "models"}
     for module, files in imported.items():
-        wanted = base if module != "tenseal" else he_extra
+        wanted = extras[extra_of[module]] if module in extra_of else base
         assert DISTRIBUTION_OF.get(module, module) in wanted, f"{module} (imported by {sorted(files)}) is not declared"
     # The SDK itself imports cloakroom_client.protocol.escrow, so its cryptography must come with every install.
     assert "cryptography" in base

@@ -1,0 +1,146 @@
+"""Models built from the noisy statistics alone (post-processing: no row is read here).
+
+* Linear regression: ridge regression on the noisy X^T X and X^T y, in the scaled units, turned
+  back into the declared units.
+* Logistic regression: the functional mechanism (Zhang, Zhang, Xiao, Yang and Winslett, "Functional
+  Mechanism: Regression Analysis under Differential Privacy", VLDB 2012). The logistic loss's
+  second-order Taylor expansion at 0, ``log 2 + (1/2 - y) w.x + (w.x)**2 / 8``, needs only X^T X
+  and X^T y; its minimiser with the L2 penalty ``||w||**2 / (2C)`` (scikit-learn's ``C``) is one
+  linear solve. Several classes: one such model per class against the rest.
+* Gaussian naive Bayes: per class, the noisy count, sums and sums of squares give the class prior,
+  the means and the variances.
+
+The noisy X^T X is first projected on the positive semi-definite matrices (its negative eigenvalues
+set to 0), and a ridge ``alpha`` is added to every coefficient but the intercept: by default
+the noise's standard deviation times sqrt(columns + 1), which depends on the mechanism only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from cloakroom_client.protocol.noise import Mechanism
+from compute.engines.models.spec import ModelSpec
+from compute.engines.models.stats import layout, parts
+
+
+def _gram(spec: ModelSpec, noisy: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The noisy X^T X (constant first), with what the declaration fixes filled in."""
+    lay = layout(spec)
+    p = lay.n_features + 1
+    gram = np.zeros((p, p))
+    gram[0, 0] = noisy["count"][0]
+    gram[0, 1:] = gram[1:, 0] = noisy["sums"]
+    for (j, k), value in zip(parts(spec)["cross"], noisy["cross"]):
+        gram[j, k] = gram[k, j] = value
+    for j in range(1, p):
+        if lay.indicator[j]:
+            gram[j, j] = gram[0, j]  # a 0/1 column's square is the column
+    return gram
+
+
+def _psd(matrix: np.ndarray) -> np.ndarray:
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2.0)
+    return (vectors * np.clip(values, 0.0, None)) @ vectors.T
+
+
+def default_alpha(spec: ModelSpec, mechanisms: Mapping[str, Mechanism]) -> float:
+    """The ridge that keeps the noise from dominating the solve, from the mechanism alone."""
+    p = len(spec.columns) + 1
+    return mechanisms["cross" if "cross" in mechanisms else "sums"].std * float(np.sqrt(p))
+
+
+def _solve(matrix: np.ndarray, ridge: float, rhs: np.ndarray) -> np.ndarray:
+    penalty = np.eye(len(matrix)) * ridge
+    penalty[0, 0] = 0.0  # the intercept is not penalised
+    solution, *_ = np.linalg.lstsq(matrix + penalty, rhs, rcond=None)
+    return solution
+
+
+def _unscale(spec: ModelSpec, w: np.ndarray) -> tuple[np.ndarray, float]:
+    """Coefficients on the scaled columns (intercept first) as coefficients on the declared units."""
+    coef, intercept = [], float(w[0])
+    i = 1
+    for f in spec.features:
+        for _ in f.columns:
+            if f.kind == "numeric":
+                coef.append(w[i] / f.half)
+                intercept -= w[i] * f.mid / f.half
+            else:
+                coef.append(w[i])
+            i += 1
+    return np.array(coef, dtype=float), intercept
+
+
+def linear_regression(
+    spec: ModelSpec, noisy: Mapping[str, np.ndarray], mechanisms: Mapping[str, Mechanism]
+) -> dict[str, Any]:
+    alpha = spec.params.get("alpha", default_alpha(spec, mechanisms))
+    w = _solve(_psd(_gram(spec, noisy)), alpha, noisy["targets"])
+    coef, intercept = _unscale(spec, w)
+    label = spec.label
+    return {
+        "coefficients": (coef * label.half).tolist(),
+        "intercept": label.mid + label.half * intercept,
+        "alpha": alpha,
+    }
+
+
+def logistic_regression(
+    spec: ModelSpec, noisy: Mapping[str, np.ndarray], mechanisms: Mapping[str, Mechanism]
+) -> dict[str, Any]:
+    alpha = spec.params.get("alpha", default_alpha(spec, mechanisms))
+    raw = _gram(spec, noisy)
+    gram = _psd(raw)
+    p = len(gram)
+    targets = noisy["targets"].reshape(-1, p)  # one row of X^T y per class measured
+    # The Taylor expansion's gradient: X^T X w / 4 + w / C = X^T (y - 1/2).
+    matrix = gram / 4.0
+    ridge = alpha / 4.0 + 1.0 / spec.params["C"]
+    coefs, intercepts = [], []
+    for xty in targets:
+        w = _solve(matrix, ridge, xty - raw[:, 0] / 2.0)
+        coef, intercept = _unscale(spec, w)
+        coefs.append(coef.tolist())
+        intercepts.append(intercept)
+    return {"coefficients": coefs, "intercept": intercepts, "alpha": alpha, "C": spec.params["C"]}
+
+
+def naive_bayes(spec: ModelSpec, noisy: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    lay = layout(spec)
+    k, d = len(spec.classes), lay.n_features
+    counts = noisy["class_counts"]
+    safe = np.maximum(counts, 1.0)
+    sums = noisy["class_sums"].reshape(k, d)
+    means = np.empty((k, d))
+    variances = np.empty((k, d))
+    squares = iter(noisy["class_sums_of_squares"].reshape(k, -1).T) if len(noisy["class_sums_of_squares"]) else None
+    floor = spec.params["var_floor"]
+    for j in range(d):
+        if lay.indicator[j + 1]:
+            means[:, j] = np.clip(sums[:, j] / safe, 0.0, 1.0)
+            variances[:, j] = means[:, j] * (1.0 - means[:, j])
+        else:
+            assert squares is not None
+            means[:, j] = np.clip(sums[:, j] / safe, -1.0, 1.0)
+            variances[:, j] = np.clip(next(squares) / safe - means[:, j] ** 2, 0.0, 1.0)
+    variances = np.maximum(variances, floor)
+    theta, var = means.copy(), variances.copy()
+    j = 0
+    for f in spec.features:
+        for _ in f.columns:
+            if f.kind == "numeric":
+                theta[:, j] = f.mid + f.half * means[:, j]
+                var[:, j] = f.half**2 * variances[:, j]
+            j += 1
+    prior = safe / safe.sum()
+    return {
+        "class_count": counts.tolist(),
+        "class_prior": prior.tolist(),
+        "theta": theta.tolist(),
+        "var": var.tolist(),
+        "var_floor": floor,
+    }
