@@ -12,8 +12,8 @@ from urllib.parse import quote
 
 import requests
 
-from cloakroom_client import models
 from cloakroom_client.credentials import save_key, saved_key
+from cloakroom_client.extras import TryAndTrain
 from cloakroom_client.frames import DATASET_COLUMNS, PURCHASE_COLUMNS, csv_frame, records_frame
 from cloakroom_client.progress import StatusLine, job_status_text
 from cloakroom_client.protocol.escrow import escrow_secret_bytes, seal
@@ -38,7 +38,7 @@ class CloakroomError(Exception):
         self.body = body or {}
 
 
-class Client:
+class Client(TryAndTrain):
     """A client bound to one server and one API key.
 
     ``url`` is the server's base address (``http://127.0.0.1:8000``); ``api_key`` is a key created
@@ -248,49 +248,6 @@ class Client:
             "delta": str(delta),
         }
         return self._request("POST", "jobs/", json=body, headers=headers)
-
-    def dummy_query(
-        self,
-        dataset_id: int,
-        query: dict,
-        *,
-        epsilon: str | Decimal | float | None = None,
-        delta: str | Decimal | float = "0",
-    ) -> dict:
-        """Try a query on the dataset's fake table, generated from its declared schema alone: free, at
-        once, no purchase needed. The answer (``"dummy": true``) says nothing about the real data; a bad
-        query raises the 400 a job would. ``epsilon`` (default 1) sets its noise; nothing is spent."""
-        body: dict[str, Any] = {"kind": "query", "query": query, "delta": str(delta)}
-        if epsilon is not None:
-            body["epsilon"] = str(epsilon)
-        return self._request("POST", f"datasets/{int(dataset_id)}/dummy-query/", json=body)
-
-    def dummy_table(self, dataset_id: int, *, as_frame: bool = False):
-        """The dataset's fake table (generated from the declared schema; not the real data) as CSV
-        text, or with ``as_frame`` a pandas DataFrame."""
-        response = self.session.get(f"{self.url}/api/v1/datasets/{int(dataset_id)}/dummy.csv", timeout=self.timeout)
-        self._raise_for_error(response)
-        return csv_frame(response.text) if as_frame else response.text
-
-    def train(self, purchase: int, model: dict, *, epsilon: str | Decimal | float, delta: str | Decimal | float = "0"):
-        """Submit a DP training job (docs/MODELS.md): ``model`` is ``{type, features, label, params}``."""
-        body = {
-            "purchase": int(purchase),
-            "kind": "train",
-            "model": model,
-            "epsilon": str(epsilon),
-            "delta": str(delta),
-        }
-        return self._request("POST", "jobs/", json=body)
-
-    def model_file(self, job_id: int) -> dict:
-        """A released train job's portable model file (plain JSON: parameters, encoding, receipt)."""
-        return self._request("GET", f"jobs/{int(job_id)}/model/")
-
-    def model(self, job_id: int):
-        """The released model as a scikit-learn estimator rebuilt from its parameters (needs scikit-learn;
-        cloakroom_client.models.design_matrix encodes a table of raw features for it)."""
-        return models.estimator(self.model_file(job_id))
 
     def job(self, job_id: int) -> dict:
         return self._request("GET", f"jobs/{int(job_id)}/")
