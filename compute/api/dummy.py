@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from accounts.throttling import DummyQueryThrottle
 from compute import dummy
+from compute.api.files import FileApi
 from compute.api.serializers import BudgetNumberField, JobInputSerializer
 from compute.engines.dummy import NOTE
 from config import openapi
@@ -82,15 +83,11 @@ class DummyQueryApi(APIView):
         return Response(answer)
 
 
-class DummyTableApi(APIView):
+class DummyTableApi(FileApi):
     permission_classes = [AllowAny]
 
     def get_throttles(self):
         return [*super().get_throttles(), DummyQueryThrottle()]
-
-    def perform_content_negotiation(self, request, force=False):
-        # The body is CSV whatever the Accept header says; errors are JSON.
-        return super().perform_content_negotiation(request, force=True)
 
     @openapi.api_operation(
         tag="datasets",
@@ -99,14 +96,7 @@ class DummyTableApi(APIView):
         "header row of the declared columns). Fake data generated from the declared schema; it says nothing "
         "about the real data. Credentials are optional.",
         parameters=[
-            OpenApiParameter(
-                "Content-Disposition",
-                OpenApiTypes.STR,
-                OpenApiParameter.HEADER,
-                response=[200],
-                required=True,
-                description='attachment; filename="cloakroom-dataset-{id}-fake.csv"',
-            ),
+            openapi.attachment_header("cloakroom-dataset-{id}-fake.csv"),
         ],
         responses={(200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="The fake rows.")},
         errors=[401, 404],

@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from accounts.throttling import JobSubmitThrottle
 from compute import receipts, selectors, services
+from compute.api.files import FileApi
 from compute.api.serializers import BudgetNumberField, JobInputSerializer, JobOutputSerializer
 from compute.models import Job
 from config import openapi
@@ -270,11 +271,7 @@ openapi.register_component(
 _MODEL_FILE = openapi.component_serializer("ModelFile")
 
 
-class JobDownloadApi(APIView):
-    def perform_content_negotiation(self, request, force=False):
-        # The format is ?format=, whatever the Accept header says; errors are JSON.
-        return super().perform_content_negotiation(request, force=True)
-
+class JobDownloadApi(FileApi):
     @openapi.api_operation(
         tag="jobs",
         summary="Download a released result",
@@ -282,14 +279,7 @@ class JobDownloadApi(APIView):
         "quantile, with its interval). A job that is not released is a 404 (`not_released`).",
         parameters=[
             OpenApiParameter("format", OpenApiTypes.STR, enum=["json", "csv"], description="Default json."),
-            OpenApiParameter(
-                "Content-Disposition",
-                OpenApiTypes.STR,
-                OpenApiParameter.HEADER,
-                response=[200],
-                required=True,
-                description='attachment; filename="cloakroom-job-{id}.{format}"',
-            ),
+            openapi.attachment_header("cloakroom-job-{id}.{format}"),
         ],
         responses={
             (200, "application/json"): OpenApiResponse(_DOWNLOAD, description="format=json"),
@@ -312,10 +302,7 @@ class JobDownloadApi(APIView):
         return response
 
 
-class JobModelApi(APIView):
-    def perform_content_negotiation(self, request, force=False):
-        return super().perform_content_negotiation(request, force=True)
-
+class JobModelApi(FileApi):
     @openapi.api_operation(
         tag="jobs",
         summary="Download a released model",
@@ -324,14 +311,7 @@ class JobModelApi(APIView):
         "(`client.model(job_id)`). A job that is not released is a 404 (`not_released`), a job that is no "
         "train job a 404 (`not_a_model`).",
         parameters=[
-            OpenApiParameter(
-                "Content-Disposition",
-                OpenApiTypes.STR,
-                OpenApiParameter.HEADER,
-                response=[200],
-                required=True,
-                description='attachment; filename="cloakroom-model-{id}.json"',
-            ),
+            openapi.attachment_header("cloakroom-model-{id}.json"),
         ],
         responses={(200, "application/json"): OpenApiResponse(_MODEL_FILE, description="The model file.")},
         errors=[401, 404],

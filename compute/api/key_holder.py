@@ -15,12 +15,13 @@ from __future__ import annotations
 from django.http import StreamingHttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from compute import selectors
+from compute.api.files import FileApi
 from compute.api.serializers import JobOutputSerializer
 from compute.kinds.he_query import key_holder
 from compute.models import Job
@@ -138,26 +139,13 @@ class HeJobPlanApi(APIView):
         return Response(key_holder.release_spec(job, aggregate_url=_aggregate_url))
 
 
-class HeJobAggregateApi(APIView):
-    def perform_content_negotiation(self, request, force=False):
-        # The body is the ciphertext whatever the Accept header says; errors are JSON.
-        return super().perform_content_negotiation(request, force=True)
-
+class HeJobAggregateApi(FileApi):
     @openapi.api_operation(
         tag="he",
         summary="Download an encrypted aggregate",
         description="One aggregate of the job's plan: a serialized CKKS vector, for the key holder to decrypt. "
         f"A 409 unless the job waits for the key. {_OWNER_ONLY}",
-        parameters=[
-            OpenApiParameter(
-                "Content-Disposition",
-                OpenApiTypes.STR,
-                OpenApiParameter.HEADER,
-                response=[200],
-                required=True,
-                description='attachment; filename="job-{id}-{name}.ct"',
-            )
-        ],
+        parameters=[openapi.attachment_header("job-{id}-{name}.ct")],
         responses={
             (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The ciphertext.")
         },

@@ -27,6 +27,7 @@ from typing import Any
 from cloakroom_client.protocol.errors import QueryError
 from compute.models import Job
 from config.exceptions import ValidationFailed
+from marketplace.charts import percent
 from marketplace.models import Dataset, Purchase
 
 
@@ -161,16 +162,6 @@ class JobEstimate:
         if alt.ci95_halfwidth < self.ci95_halfwidth:
             return f"Tighter for the same zCDP cost: {other}, against {here} here."
         return f"This is the tighter mechanism for its zCDP cost: {other}, against {here} here."
-
-
-def percent(share: float) -> str:
-    """A share of a budget for reading: 0.28%, 12.5%, 100%; never rounded down to 0% when something is used."""
-    if share <= 0:
-        return "0%"
-    if share < 0.0001:
-        return "under 0.01%"
-    text = f"{share * 100:.2f}" if share < 0.1 else f"{share * 100:.1f}"
-    return text.rstrip("0").rstrip(".") + "%"
 
 
 def plain_number(value: float) -> str:

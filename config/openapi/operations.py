@@ -79,6 +79,19 @@ ERROR_DESCRIPTIONS = {
 }
 
 
+def attachment_header(filename: str) -> OpenApiParameter:
+    """The ``Content-Disposition`` response header of a download, documented with its file name
+    (``filename`` as the client sees it, e.g. ``cloakroom-job-{id}.{format}``)."""
+    return OpenApiParameter(
+        "Content-Disposition",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        response=[200],
+        required=True,
+        description=f'attachment; filename="{filename}"',
+    )
+
+
 def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
     return {status: OpenApiResponse(ErrorSerializer, description=ERROR_DESCRIPTIONS[status]) for status in statuses}
 
