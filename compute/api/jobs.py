@@ -292,6 +292,12 @@ class JobDownloadApi(FileApi):
         if job.status != Job.Status.RELEASED:
             raise NotFound(f"The job is {job.status}; only released results can be downloaded.", code="not_released")
         fmt = request.query_params.get("format", "json")
+        if fmt == "csv" and job.kind == Job.Kind.TRAIN:
+            raise ValidationFailed(
+                "format: a trained model has no table; download format=json, or the model file from "
+                f"/api/v1/jobs/{job.pk}/model/.",
+                fields={"format": ["A trained model has no CSV; choose json."]},
+            )
         if fmt == "csv":
             response = HttpResponse(receipts.result_csv(job), content_type="text/csv; charset=utf-8")
         elif fmt == "json":

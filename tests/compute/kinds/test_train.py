@@ -121,6 +121,10 @@ def test_the_model_file_is_the_parameters_the_encoding_and_the_receipt(api, purc
     assert doc["receipt"]["training"]["parts"]
     # Another account's job is a 404, as every lookup by id.
     assert outsider_client.get(f"/api/v1/jobs/{job_id}/model/").status_code == 404
+    # The result download: JSON as any job's; a model has no table, so CSV is a 400 naming the format.
+    assert api.get(f"/api/v1/jobs/{job_id}/download/?format=json").status_code == 200
+    as_csv = api.get(f"/api/v1/jobs/{job_id}/download/?format=csv")
+    assert as_csv.status_code == 400 and "format" in as_csv.json()["error"]["fields"]
 
 
 def test_a_query_job_has_no_model_file(api, purchase):
