@@ -16,10 +16,13 @@ openapi.register_component(
         "type": "object",
         "description": "A model to train on declared columns. Bounds, categories and classes come from the "
         "declaration, never from the data.",
-        "required": ["type", "features", "label"],
+        "required": ["type", "features"],
         "additionalProperties": False,
         "properties": {
-            "type": {"type": "string", "enum": ["logistic_regression", "linear_regression", "naive_bayes"]},
+            "type": {
+                "type": "string",
+                "enum": ["logistic_regression", "linear_regression", "naive_bayes", "random_forest", "kmeans", "pca"],
+            },
             "features": {
                 "type": "array",
                 "minItems": 1,
@@ -28,19 +31,29 @@ openapi.register_component(
             },
             "label": {
                 "type": "string",
+                "nullable": True,
                 "description": "A declared column: categorical (two or more categories) or boolean for "
-                "classifiers, numeric for linear_regression.",
+                "classifiers, numeric for linear_regression; none for kmeans and pca.",
             },
             "params": {
                 "type": "object",
                 "nullable": True,
                 "description": "logistic_regression: C (> 0, default 1) and alpha (>= 0); linear_regression: alpha "
                 "(>= 0); naive_bayes: var_floor (>= 0, default 0.001). alpha defaults to a ridge chosen from "
-                "the noise alone.",
+                "the noise alone. kmeans: k (2 to 20, required), iterations (1 to 10, default 5), seed; pca: "
+                "n_components (1 to the encoded columns, default all); random_forest: n_trees (1 to 50, default "
+                "10), max_depth (1 to 8, default 4), seed. seed (default 0) draws the public initial centres or "
+                "trees.",
                 "properties": {
                     "C": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
                     "alpha": {"type": "number", "minimum": 0, "nullable": True},
                     "var_floor": {"type": "number", "minimum": 0},
+                    "k": {"type": "integer", "minimum": 2, "maximum": 20},
+                    "iterations": {"type": "integer", "minimum": 1, "maximum": 10},
+                    "seed": {"type": "integer", "minimum": 0, "maximum": 4294967295},
+                    "n_components": {"type": "integer", "minimum": 1, "maximum": 120, "nullable": True},
+                    "n_trees": {"type": "integer", "minimum": 1, "maximum": 50},
+                    "max_depth": {"type": "integer", "minimum": 1, "maximum": 8},
                 },
                 "additionalProperties": False,
             },
@@ -58,8 +71,13 @@ openapi.register_component(
         "properties": {
             "type": {"type": "string"},
             "features": {"type": "array", "items": {"type": "string"}},
-            "label": {"type": "string"},
-            "classes": {"type": "array", "items": _CLASS, "nullable": True, "description": "Null for regression."},
+            "label": {"type": "string", "nullable": True, "description": "Null for kmeans and pca."},
+            "classes": {
+                "type": "array",
+                "items": _CLASS,
+                "nullable": True,
+                "description": "Null for regression, kmeans and pca.",
+            },
             "columns": {"type": "array", "items": {"type": "string"}, "description": "The encoded columns."},
             "encoding": {"type": "array", "items": {"type": "object"}, "description": "Each feature's declaration."},
             "params": {"type": "object"},
@@ -73,6 +91,18 @@ openapi.register_component(
             "class_count": {**_NUMBERS, "description": "naive_bayes: the noisy class counts"},
             "theta": {**_MATRIX, "description": "naive_bayes: per class, each column's mean"},
             "var": {**_MATRIX, "description": "naive_bayes: per class, each column's variance"},
+            "centres": {**_MATRIX, "description": "kmeans: one centre per cluster, in the declared units"},
+            "cluster_count": {**_NUMBERS, "description": "kmeans: the last round's noisy cluster counts"},
+            "components": {**_MATRIX, "description": "pca: one unit vector per component, largest variance first"},
+            "mean": {**_NUMBERS, "description": "pca: the noisy mean of each column"},
+            "explained_variance": {**_NUMBERS, "description": "pca: each component's noisy variance"},
+            "explained_variance_ratio": {**_NUMBERS, "description": "pca: its share of the total noisy variance"},
+            "trees": {
+                "type": "array",
+                "items": {"type": "object"},
+                "description": "random_forest: each tree as nested dicts, {column, index, threshold, left, right} "
+                "for an inner node (left: value <= threshold) and {counts} (noisy counts per class) for a leaf",
+            },
         },
     },
 )

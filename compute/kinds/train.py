@@ -1,7 +1,7 @@
 """The ``train`` kind on a DP dataset: a model built from noisy sufficient statistics drawn on a grid
 (compute/engines/models, docs/MODELS.md), computed in one task on the ``dp`` queue.
 
-The request's ``model`` (``{type, features, label, params}``) is checked against the declared schema;
+The request's ``model`` (``{type, features, label, params}``; no label for kmeans and pca) is checked against the declared schema;
 the job is charged ``rho = epsilon**2 / 2`` when pure (delta 0: discrete Laplace) or the parts' rhos
 added up (delta > 0: discrete Gaussian). What is released is the model's parameters and how they were
 drawn; no evaluation on the private rows.
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 ACCURACY_NOTE = (
     "a model's accuracy depends on the private rows and is not promised; the noise on each statistic is "
-    "stated instead, in the columns scaled to [-1, 1]"
+    "stated instead, in the columns scaled to [-1, 1] (a random forest's in rows)"
 )
 
 

@@ -9,6 +9,8 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 
@@ -104,6 +106,49 @@ def test_a_released_model_is_a_plain_estimator_that_predicts_what_its_parameters
     else:
         assert list(predicted) == list(expected)
         assert set(predicted) <= set(model["classes"])
+
+
+MORE = [
+    ({"type": "kmeans", "features": ["age", "income", "region"], "params": {"k": 3}}, KMeans),
+    ({"type": "pca", "features": ["age", "income", "member"], "params": {"n_components": 2}}, PCA),
+    ({"type": "random_forest", "features": ["age", "income", "member"], "label": "region"}, models.Forest),
+]
+
+
+def leaf(tree: dict, row: np.ndarray) -> np.ndarray:
+    while "counts" not in tree:
+        tree = tree["left"] if row[tree["index"]] <= tree["threshold"] else tree["right"]
+    counts = np.clip(np.array(tree["counts"], dtype=float), 0, None)
+    return counts / counts.sum() if counts.sum() > 0 else np.full(len(counts), 1 / len(counts))
+
+
+@pytest.mark.parametrize(("request_body", "estimator_class"), MORE)
+def test_clusters_components_and_forests_rebuild_into_what_their_parameters_say(
+    people, tmp_path, request_body, estimator_class
+):
+    owner, buyer = people
+    frame = people_frame()
+    dataset = publish(owner, frame, PEOPLE_COLUMNS, tmp_path / "people.csv")
+    purchase = buyer.buy(dataset["id"], "5")
+    job = buyer.wait(buyer.train(purchase["id"], request_body, epsilon="3"), progress=False)
+    assert job["status"] == "released", job
+
+    est = buyer.model(job["id"])
+    assert type(est) is estimator_class
+    model = buyer.model_file(job["id"])["model"]
+    x = models.design_matrix(model, frame.assign(member=frame["member"] == "true"))
+    assert list(x.columns) == model["columns"] == list(est.feature_names_in_)
+    values = x.to_numpy(dtype=float)
+    if model["type"] == "kmeans":
+        centres = np.array(model["centres"])
+        assert list(est.predict(x)) == list(((values[:, None] - centres) ** 2).sum(axis=2).argmin(axis=1))
+    elif model["type"] == "pca":
+        expected = (values - np.array(model["mean"])) @ np.array(model["components"]).T
+        np.testing.assert_allclose(est.transform(x), expected, rtol=1e-9, atol=1e-6)
+    else:
+        shares = np.mean([[leaf(tree, row) for row in values] for tree in model["trees"]], axis=0)
+        assert list(est.predict(x)) == list(np.array(model["classes"], dtype=object)[shares.argmax(axis=1)])
+        assert set(est.predict(x)) <= {"north", "south", "east"}
 
 
 def test_a_logistic_regression_on_the_breast_cancer_table_diagnoses(people, tmp_path):

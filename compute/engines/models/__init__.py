@@ -3,8 +3,9 @@
 Pure functions, no Django. :func:`parse_model` checks a request against the declared schema,
 :func:`plan` splits the budget between the noisy statistics before any data is read, and
 :func:`train` measures the statistics (:mod:`.stats`), adds the grid noise, and builds the model from
-the noisy statistics alone (:mod:`.fit`). Nothing is read off the data: bounds, categories and
-classes all come from the declaration, and no evaluation on the private rows is computed.
+the noisy statistics alone (:mod:`.fit`; k-means's rounds in :mod:`.kmeans`, a random forest's noisy
+leaf counts in :mod:`.forest`). Nothing is read off the data: bounds, categories, classes, initial
+centres and trees all come from the declaration (and a public seed), and no evaluation on the private rows is computed.
 """
 
 from __future__ import annotations
@@ -14,15 +15,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloakroom_client.protocol.errors import QueryError
-from cloakroom_client.protocol.noise import Mechanism
-from compute.engines.models import fit, stats
-from compute.engines.models.spec import CLASSIFIERS, MAX_CLASSES, MAX_COLUMNS, TYPES, Feature, ModelSpec, parse_model
+from cloakroom_client.protocol.noise import Mechanism, make_rng
+from compute.engines.models import fit, forest, kmeans, stats
+from compute.engines.models.spec import (
+    CLASSIFIERS,
+    MAX_CLASSES,
+    MAX_COLUMNS,
+    TYPES,
+    UNSUPERVISED,
+    Feature,
+    ModelSpec,
+    parse_model,
+)
 
 __all__ = [
     "CLASSIFIERS",
     "MAX_CLASSES",
     "MAX_COLUMNS",
     "TYPES",
+    "UNSUPERVISED",
     "Feature",
     "ModelSpec",
     "QueryError",
@@ -36,6 +47,22 @@ _WHAT = {
     "linear_regression": "noisy X^T X and X^T y, then ridge regression",
     "logistic_regression": "noisy X^T X and X^T y, then the functional mechanism's logistic regression",
     "naive_bayes": "noisy per-class counts, sums and sums of squares, then Gaussian naive Bayes",
+    "pca": "noisy count, sums and X^T X, then the noisy covariance's eigendecomposition",
+    "kmeans": "noisy per-cluster counts and sums, in rounds of Lloyd's algorithm from public initial centres",
+    "random_forest": "noisy class counts in the leaves of random trees grown from the declaration alone",
+}
+_COMPOSITION = {
+    "kmeans": "the rounds compose sequentially (each assigns the rows to the last round's noisy centres) and "
+    "share the budget equally; within a round a row is in one cluster",
+    "random_forest": "the trees compose sequentially and share the budget equally; within a tree a row is in "
+    "one leaf (parallel composition across the leaves), so one row moves one count of a tree by 1",
+}
+# What is chosen without the data, from the seed and the declaration.
+_PUBLIC = {
+    "kmeans": "the initial centres: numpy.random.default_rng(seed), uniform within the declared bounds (0/1 "
+    "columns within [0, 1]); no row is a centre",
+    "random_forest": "every tree's split columns and thresholds: numpy.random.default_rng(seed), uniform within "
+    "the declared bounds (0.5 for a 0/1 column); no row is looked at to grow a tree",
 }
 
 
@@ -64,20 +91,21 @@ class TrainPlan:
     def parts(self) -> list[dict[str, Any]]:
         """Each noisy part as the receipt states it: how many statistics, its mechanism and its share."""
         out = []
-        for name, stats_ in stats.parts(self.spec).items():
-            if not stats_:
-                continue
+        for name, (count, _) in stats.sizes(self.spec).items():
             mech = self.mechanisms[name]
-            out.append({"part": name, "statistics": len(stats_), **mech.describe(), "rho": mech.rho})
+            out.append({"part": name, "statistics": count, **mech.describe(), "rho": mech.rho})
         return out
 
     def split(self) -> str:
         if self.delta > 0:
-            return (
+            split = (
                 "one discrete Gaussian sigma for every statistic; the parts' rhos (in proportion to their "
                 "signatures) add up to the rho that implies the job's (epsilon, delta)"
             )
-        return "epsilon split between the parts in proportion to their L1 sensitivity (one noise scale for all)"
+        else:
+            split = "epsilon split between the parts in proportion to their L1 sensitivity (one noise scale for all)"
+        extra = _COMPOSITION.get(self.spec.type)
+        return f"{split}; {extra}" if extra else split
 
 
 def plan(spec: ModelSpec, epsilon: float, delta: float = 0.0) -> TrainPlan:
@@ -85,11 +113,21 @@ def plan(spec: ModelSpec, epsilon: float, delta: float = 0.0) -> TrainPlan:
     return TrainPlan(spec, float(epsilon), float(delta), stats.plan(spec, float(epsilon), float(delta)))
 
 
-def model_parameters(spec: ModelSpec, noisy: Mapping[str, Any], mechanisms: Mapping[str, Mechanism]) -> dict:
+def model_parameters(spec: ModelSpec, data: Mapping[str, Any], mechanisms: Mapping[str, Mechanism], rng: Any) -> dict:
+    """Measure the noisy statistics of ``spec`` on ``data`` and build the model from them alone."""
+    if spec.type == "kmeans":
+        return kmeans.fit(stats.features(data, spec), spec, mechanisms, rng)
+    if spec.type == "random_forest":
+        mid, half = stats.units(spec)
+        x = mid + half * stats.features(data, spec)[:, 1:]
+        return forest.fit(x, stats.targets(data, spec), spec, mechanisms, rng)
+    noisy = stats.release(data, spec, mechanisms, rng)
     if spec.type == "linear_regression":
         return fit.linear_regression(spec, noisy, mechanisms)
     if spec.type == "logistic_regression":
         return fit.logistic_regression(spec, noisy, mechanisms)
+    if spec.type == "pca":
+        return fit.pca(spec, noisy)
     return fit.naive_bayes(spec, noisy)
 
 
@@ -97,18 +135,19 @@ def train(data: Mapping[str, Any], spec: ModelSpec, epsilon: float, delta: float
     """Train ``spec`` on the columns ``data`` at (epsilon, delta): ``{"model", "training", ...}``, the
     released parameters and what the receipt says of how they were drawn."""
     p = plan(spec, epsilon, delta)
-    noisy = stats.release(data, spec, p.mechanisms, rng)
     model = {
         "type": spec.type,
         "features": [f.name for f in spec.features],
-        "label": spec.label.name,
+        "label": spec.label.name if spec.label is not None else None,
         "classes": spec.classes if spec.type in CLASSIFIERS else None,
         "columns": spec.columns,
         "encoding": [f.describe() for f in spec.features],
         "params": dict(spec.params),
-        **model_parameters(spec, noisy, p.mechanisms),
+        **model_parameters(spec, data, p.mechanisms, make_rng(rng)),
     }
-    bounds = [f.describe() for f in spec.features] + [{**spec.label.describe(), "label": True}]
+    bounds = [f.describe() for f in spec.features]
+    if spec.label is not None:
+        bounds.append({**spec.label.describe(), "label": True})
     return {
         "model": model,
         "mechanism": p.mechanism,
@@ -121,5 +160,6 @@ def train(data: Mapping[str, Any], spec: ModelSpec, epsilon: float, delta: float
             "scaling": "numeric values clipped to their declared bounds and scaled to [-1, 1]; categories one-hot "
             "from the declared list",
             "evaluation": "none: no accuracy or loss on the private rows is computed or released",
+            **({"public": _PUBLIC[spec.type]} if spec.type in _PUBLIC else {}),
         },
     }

@@ -9,6 +9,8 @@
   linear solve. Several classes: one such model per class against the rest.
 * Gaussian naive Bayes: per class, the noisy count, sums and sums of squares give the class prior,
   the means and the variances.
+* PCA: the noisy count, sums and X^T X give the mean and the covariance of the encoded columns,
+  turned into the declared units; its eigendecomposition gives the components.
 
 The noisy X^T X is first projected on the positive semi-definite matrices (its negative eigenvalues
 set to 0), and a ridge ``alpha`` is added to every coefficient but the intercept: by default
@@ -24,7 +26,7 @@ import numpy as np
 
 from cloakroom_client.protocol.noise import Mechanism
 from compute.engines.models.spec import ModelSpec
-from compute.engines.models.stats import layout, parts
+from compute.engines.models.stats import layout, parts, units
 
 
 def _gram(spec: ModelSpec, noisy: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -82,6 +84,7 @@ def linear_regression(
     w = _solve(_psd(_gram(spec, noisy)), alpha, noisy["targets"])
     coef, intercept = _unscale(spec, w)
     label = spec.label
+    assert label is not None  # a regression has a numeric label (spec.parse_model)
     return {
         "coefficients": (coef * label.half).tolist(),
         "intercept": label.mid + label.half * intercept,
@@ -143,4 +146,31 @@ def naive_bayes(spec: ModelSpec, noisy: Mapping[str, np.ndarray]) -> dict[str, A
         "theta": theta.tolist(),
         "var": var.tolist(),
         "var_floor": floor,
+    }
+
+
+def pca(spec: ModelSpec, noisy: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The principal components of the noisy covariance, in the declared units (the covariance that
+    scikit-learn's PCA would decompose on the encoded columns, from the noisy statistics alone)."""
+    gram = _gram(spec, noisy)
+    n = max(float(gram[0, 0]), 1.0)
+    mean = gram[0, 1:] / n
+    covariance = gram[1:, 1:] / n - np.outer(mean, mean)
+    mid, half = units(spec)
+    covariance = _psd(covariance * np.outer(half, half))
+    values, vectors = np.linalg.eigh(covariance)
+    order = np.argsort(values)[::-1]
+    values, vectors = np.clip(values[order], 0.0, None), vectors[:, order].T
+    # A component's sign is arbitrary: its largest coordinate (in absolute value) is made positive.
+    signs = np.sign(vectors[np.arange(len(vectors)), np.abs(vectors).argmax(axis=1)])
+    vectors *= np.where(signs == 0, 1.0, signs)[:, None]
+    m = spec.params["n_components"]
+    total = float(values.sum())
+    return {
+        "components": vectors[:m].tolist(),
+        "mean": (mid + half * mean).tolist(),
+        "explained_variance": values[:m].tolist(),
+        "explained_variance_ratio": (values[:m] / total if total > 0 else np.zeros(m)).tolist(),
+        "noise_variance": float(values[m:].mean()) if m < len(values) else 0.0,
+        "n_components": m,
     }

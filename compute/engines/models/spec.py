@@ -1,11 +1,11 @@
 """A training request checked against the declared schema, and the encoding of its features.
 
-A request body is ``{"type", "features": [...], "label", "params": {...}}``. Everything the engine
-will use as a bound comes from the declaration: a numeric feature's declared lower and upper bounds
-(the values are clipped to them and scaled to [-1, 1]), a categorical feature's declared categories
-(one 0/1 column each), a boolean feature (one 0/1 column), the label's classes (a categorical
-label's declared categories, or false and true) and a numeric label's declared bounds. Nothing is
-read off the data.
+A request body is ``{"type", "features": [...], "label", "params": {...}}`` (no label for
+``kmeans`` and ``pca``). Everything the engine will use as a bound comes from the declaration: a
+numeric feature's declared lower and upper bounds (the values are clipped to them and scaled to
+[-1, 1]), a categorical feature's declared categories (one 0/1 column each), a boolean feature (one
+0/1 column), the label's classes (a categorical label's declared categories, or false and true) and
+a numeric label's declared bounds. Nothing is read off the data.
 """
 
 from __future__ import annotations
@@ -18,19 +18,63 @@ from typing import Any
 from cloakroom_client.protocol.errors import QueryError
 from compute.engines.dp.query import ColumnMeta
 
-TYPES = ("logistic_regression", "linear_regression", "naive_bayes")
-CLASSIFIERS = ("logistic_regression", "naive_bayes")
+TYPES = ("logistic_regression", "linear_regression", "naive_bayes", "random_forest", "kmeans", "pca")
+CLASSIFIERS = ("logistic_regression", "naive_bayes", "random_forest")
+UNSUPERVISED = ("kmeans", "pca")  # no label
 MODEL_FIELDS = frozenset({"type", "features", "label", "params"})
-# Each type's hyper-parameters and their defaults (None: chosen from the noise, see fit.py).
-PARAMS: dict[str, dict[str, float | None]] = {
-    "logistic_regression": {"C": 1.0, "alpha": None},
-    "linear_regression": {"alpha": None},
-    "naive_bayes": {"var_floor": 1e-3},
-}
 # Encoded columns (one per numeric or boolean feature, one per declared category): the noisy
 # statistics grow with their square.
 MAX_COLUMNS = 120
 MAX_CLASSES = 50
+MAX_CLUSTERS = 20
+# A random forest's noisy leaf counts (trees x leaves x classes), each drawn by an exact sampler.
+MAX_LEAF_COUNTS = 20_000
+_SEEDS = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyper-parameter: its default (None: optional, or required), whole or not, and its range."""
+
+    default: float | None = None
+    integer: bool = False
+    low: float = 0.0
+    high: float | None = None
+    strict: bool = False  # the low end excluded (C > 0)
+    required: bool = False
+
+    def check(self, where: str, value: Any) -> float | int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise QueryError(where, "Must be a finite number.")
+        if self.integer and value != int(value):
+            raise QueryError(where, "Must be a whole number.")
+        if value < self.low or (self.strict and value == self.low):
+            raise QueryError(
+                where, f"Must be greater than {self.low:g}." if self.strict else f"Must be >= {self.low:g}."
+            )
+        if self.high is not None and value > self.high:
+            raise QueryError(where, f"Must be <= {self.high:g}.")
+        return int(value) if self.integer else float(value)
+
+
+# Each type's hyper-parameters and their defaults (alpha None: chosen from the noise, see fit.py;
+# n_components None: every encoded column).
+PARAMS: dict[str, dict[str, Param]] = {
+    "logistic_regression": {"C": Param(1.0, strict=True), "alpha": Param()},
+    "linear_regression": {"alpha": Param()},
+    "naive_bayes": {"var_floor": Param(1e-3)},
+    "kmeans": {
+        "k": Param(integer=True, low=2, high=MAX_CLUSTERS, required=True),
+        "iterations": Param(5, integer=True, low=1, high=10),
+        "seed": Param(0, integer=True, high=_SEEDS),
+    },
+    "pca": {"n_components": Param(integer=True, low=1, high=MAX_COLUMNS)},
+    "random_forest": {
+        "n_trees": Param(10, integer=True, low=1, high=50),
+        "max_depth": Param(4, integer=True, low=1, high=8),
+        "seed": Param(0, integer=True, high=_SEEDS),
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -73,12 +117,14 @@ class Feature:
 class ModelSpec:
     type: str
     features: tuple[Feature, ...]
-    label: Feature
+    label: Feature | None  # None for kmeans and pca
     params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def classes(self) -> list[Any]:
         """A classifier's classes, from the declaration: the label's categories, or false and true."""
+        if self.label is None:
+            return []
         if self.label.kind == "boolean":
             return [False, True]
         return list(self.label.categories)
@@ -93,7 +139,7 @@ class ModelSpec:
         return {
             "type": self.type,
             "features": [f.name for f in self.features],
-            "label": self.label.name,
+            "label": self.label.name if self.label is not None else None,
             "params": dict(self.params),
         }
 
@@ -127,7 +173,11 @@ def _features(raw: Any, schema: dict[str, ColumnMeta]) -> tuple[Feature, ...]:
     return tuple(out)
 
 
-def _label(raw: Any, kind: str, schema: dict[str, ColumnMeta]) -> Feature:
+def _label(raw: Any, kind: str, schema: dict[str, ColumnMeta]) -> Feature | None:
+    if kind in UNSUPERVISED:
+        if raw is not None:
+            raise QueryError("model.label", f"A {kind} model takes no label; leave it out.")
+        return None
     if not isinstance(raw, str) or raw not in schema:
         raise QueryError("model.label", f"Unknown column {raw!r}: the label must be a declared column.")
     meta = schema[raw]
@@ -157,18 +207,35 @@ def _params(raw: Any, kind: str) -> dict[str, Any]:
     for name in sorted(raw):
         if name not in allowed:
             raise QueryError(f"model.params.{name}", f"Unknown for {kind}; it takes {', '.join(sorted(allowed))}.")
-        value = raw[name]
-        if value is None and allowed[name] is None:
+        rule, value = allowed[name], raw[name]
+        if value is None and rule.default is None and not rule.required:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise QueryError(f"model.params.{name}", "Must be a finite number.")
-        if value < 0 or (name == "C" and value == 0):
-            raise QueryError(f"model.params.{name}", "Must be greater than 0." if name == "C" else "Must be >= 0.")
-        out[name] = float(value)
-    for name, default in allowed.items():
-        if default is not None:
-            out.setdefault(name, default)
+        out[name] = rule.check(f"model.params.{name}", value)
+    for name, rule in allowed.items():
+        if rule.required and name not in out:
+            raise QueryError(
+                f"model.params.{name}", f"A {kind} model needs {name} (whole, {rule.low:g} to {rule.high:g})."
+            )
+        if rule.default is not None:
+            out.setdefault(name, int(rule.default) if rule.integer else rule.default)
     return out
+
+
+def _check_sizes(kind: str, features: tuple[Feature, ...], label: Feature | None, params: dict[str, Any]) -> None:
+    """What only the features and the parameters together can refuse (and pca's default)."""
+    columns = sum(len(f.columns) for f in features)
+    if kind == "pca":
+        params.setdefault("n_components", columns)
+        if params["n_components"] > columns:
+            raise QueryError("model.params.n_components", f"At most the {columns} encoded columns of the features.")
+    if kind == "random_forest":
+        classes = 2 if label is None or label.kind == "boolean" else len(label.categories)
+        counts = params["n_trees"] * 2 ** params["max_depth"] * classes
+        if counts > MAX_LEAF_COUNTS:
+            raise QueryError(
+                "model.params.n_trees",
+                f"{counts} noisy leaf counts (trees x 2**max_depth x classes); at most {MAX_LEAF_COUNTS}.",
+            )
 
 
 def parse_model(raw: Any, schema: dict[str, ColumnMeta]) -> ModelSpec:
@@ -184,9 +251,11 @@ def parse_model(raw: Any, schema: dict[str, ColumnMeta]) -> ModelSpec:
         raise QueryError("model.type", f"Must be one of: {', '.join(TYPES)}.")
     features = _features(raw.get("features"), schema)
     label = _label(raw.get("label"), kind, schema)
-    if any(f.name == label.name for f in features):
+    if label is not None and any(f.name == label.name for f in features):
         raise QueryError("model.label", f"Column '{label.name}' is also a feature.")
-    return ModelSpec(kind, features, label, _params(raw.get("params"), kind))
+    params = _params(raw.get("params"), kind)
+    _check_sizes(kind, features, label, params)
+    return ModelSpec(kind, features, label, params)
 
 
 def spec_key(spec: ModelSpec) -> str:

@@ -3,9 +3,13 @@
 Each row becomes a vector ``a`` of coordinates, every one within [-1, 1] by the declaration alone: a
 constant 1, each numeric feature clipped to its declared bounds and scaled to [-1, 1], one 0/1
 column per declared category of a categorical feature, one 0/1 column per boolean feature, and the
-target (a numeric label clipped and scaled the same way, or one 0/1 column per declared class). A
-*statistic* is the sum over rows of a product of coordinates: ``sum a_j a_k`` (X^T X, X^T y) or,
-for naive Bayes, ``sum [class c] a_j`` and ``sum [class c] a_j**2``.
+target (a numeric label clipped and scaled the same way, or one 0/1 column per declared class; for
+k-means, one 0/1 column per cluster, the row's cluster in a round). A *statistic* is the sum over
+rows of a product of coordinates: ``sum a_j a_k`` (X^T X, X^T y; PCA uses the same without a
+target) or, for naive Bayes and each round of k-means, ``sum [class c] a_j`` and
+``sum [class c] a_j**2``. A random forest's statistics are counts of rows of each class in each leaf
+of a tree (forest.py); each tree is a part of sensitivity 1 and they are whole numbers, noised on the
+grid 1.
 
 Sensitivity (neighbours add or remove one row), from the declaration alone. Coordinates are grouped:
 a categorical feature's columns, and the class columns, are one group each (at most one of them is
@@ -61,6 +65,18 @@ class Layout:
     targets: tuple[int, ...]  # the target coordinates (a numeric label, or one per class)
 
 
+def _target_names(spec: ModelSpec) -> list[str]:
+    """The target coordinates: a regression's label, one 0/1 column per class, or per k-means cluster
+    (the row's cluster in a round); none for pca and random forests (whose counts are not sums)."""
+    if spec.type == "kmeans":
+        return [f"cluster={i}" for i in range(spec.params["k"])]
+    if spec.label is None or spec.type == "random_forest":
+        return []
+    if spec.type == "linear_regression":
+        return [spec.label.name]
+    return [f"{spec.label.name}={c}" for c in spec.classes]
+
+
 def layout(spec: ModelSpec) -> Layout:
     names, groups, indicator = ["1"], [0], [False]
     for feature in spec.features:
@@ -71,10 +87,7 @@ def layout(spec: ModelSpec) -> Layout:
             indicator.append(feature.kind != "numeric")
     n_features = len(names) - 1
     group = max(groups) + 1
-    if spec.type == "linear_regression":
-        target_names = [spec.label.name]
-    else:
-        target_names = [f"{spec.label.name}={c}" for c in spec.classes]
+    target_names = _target_names(spec)
     first = len(names)
     names += target_names
     groups += [group] * len(target_names)
@@ -94,6 +107,14 @@ def parts(spec: ModelSpec) -> dict[str, list[Stat]]:
     """The statistics a model type measures, by part, as tuples of coordinates."""
     lay = layout(spec)
     features = range(1, lay.n_features + 1)
+    if spec.type == "random_forest":
+        return {}  # counts of rows in a tree's leaves, not sums of coordinates: see forest.py
+    if spec.type == "kmeans":
+        out: dict[str, list[Stat]] = {}
+        for r in range(1, spec.params["iterations"] + 1):
+            out[f"round_{r}_counts"] = [(c, 0) for c in lay.targets]
+            out[f"round_{r}_sums"] = [(c, j) for c in lay.targets for j in features]
+        return out
     if spec.type == "naive_bayes":
         return {
             "class_counts": [(c, 0) for c in lay.targets],
@@ -126,24 +147,35 @@ def _share(epsilon: float, part: int, total: int) -> float:
     return value
 
 
+def sizes(spec: ModelSpec) -> dict[str, tuple[int, int]]:
+    """Each part's number of statistics and ``S`` (its L1 sensitivity), from the declaration alone. A
+    random forest's part is one tree: its leaves' class counts, of which one row moves one by 1."""
+    if spec.type == "random_forest":
+        leaves = 2 ** spec.params["max_depth"] * len(spec.classes)
+        return {f"tree_{t}": (leaves, 1) for t in range(1, spec.params["n_trees"] + 1)}
+    return {name: (len(stats), signatures(spec, stats)) for name, stats in parts(spec).items() if stats}
+
+
+def _mechanism(epsilon: float, delta: float, size: int, total: int, integer: bool) -> Mechanism:
+    """Part ``size`` of ``total``'s mechanism: a share of epsilon (delta 0) or of the Gaussian's rho."""
+    grid, unit = (1.0, 1) if integer else (GRID, STEPS_PER_UNIT)
+    if delta <= 0:
+        kind = "geometric" if integer else "laplace"
+        return Mechanism(kind, _share(epsilon, size, total), 0.0, float(size), grid, unit * size, integer)
+    rho = gaussian_rho(epsilon, delta) * _RHO_SAFETY * size / total
+    eps = rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta))
+    return Mechanism("gaussian", eps, delta, math.sqrt(size), grid, math.ceil(unit * math.sqrt(size)), integer)
+
+
 def plan(spec: ModelSpec, epsilon: float, delta: float) -> dict[str, Mechanism]:
-    """Each part's grid mechanism, from the declaration and the budget alone."""
+    """Each part's grid mechanism, from the declaration and the budget alone. Counts of rows (a
+    forest's leaves) are whole numbers: grid 1, nothing rounded."""
     if not (math.isfinite(epsilon) and epsilon > 0):
         raise ValueError("epsilon must be a finite number > 0")
-    sizes = {name: signatures(spec, stats) for name, stats in parts(spec).items() if stats}
-    total = sum(sizes.values())
-    out: dict[str, Mechanism] = {}
-    for name, size in sizes.items():
-        if delta <= 0:
-            out[name] = Mechanism(
-                "laplace", _share(epsilon, size, total), 0.0, float(size), GRID, STEPS_PER_UNIT * size
-            )
-        else:
-            rho = gaussian_rho(epsilon, delta) * _RHO_SAFETY * size / total
-            eps = rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta))
-            steps = math.ceil(STEPS_PER_UNIT * math.sqrt(size))
-            out[name] = Mechanism("gaussian", eps, delta, math.sqrt(size), GRID, steps)
-    return out
+    signature = {name: size for name, (_, size) in sizes(spec).items()}
+    total = sum(signature.values())
+    integer = spec.type == "random_forest"
+    return {name: _mechanism(epsilon, delta, size, total, integer) for name, size in signature.items()}
 
 
 def plan_rho(mechanisms: Mapping[str, Mechanism], epsilon: float, delta: float) -> float:
@@ -179,7 +211,12 @@ def _scaled(values: Any, lower: float, upper: float) -> np.ndarray:
 
 def rows(data: Mapping[str, Any], spec: ModelSpec) -> np.ndarray:
     """Every row's vector ``a`` (one row per table row), each coordinate in [-1, 1] by construction."""
-    n = len(data[spec.label.name])
+    return np.clip(np.hstack([features(data, spec), targets(data, spec)]), -1.0, 1.0)
+
+
+def features(data: Mapping[str, Any], spec: ModelSpec) -> np.ndarray:
+    """The constant and the encoded features of every row, each coordinate in [-1, 1]."""
+    n = len(data[spec.features[0].name])
     blocks = [np.ones((n, 1))]
     for f in spec.features:
         if f.kind == "numeric":
@@ -189,15 +226,43 @@ def rows(data: Mapping[str, Any], spec: ModelSpec) -> np.ndarray:
             blocks.append(_indicators(data[f.name], list(f.categories)))
         else:
             blocks.append(np.asarray(data[f.name], dtype=bool).astype(float)[:, None])
+    return np.clip(np.hstack(blocks), -1.0, 1.0)
+
+
+def targets(data: Mapping[str, Any], spec: ModelSpec) -> np.ndarray:
+    """The label's coordinates of every row: the scaled label, or one 0/1 column per declared class
+    (a row whose label is no declared class is in none); no column without a label."""
     label = spec.label
+    n = len(data[spec.features[0].name])
+    if label is None:
+        return np.zeros((n, 0))
     if spec.type == "linear_regression":
         assert label.lower is not None and label.upper is not None
-        blocks.append(_scaled(data[label.name], label.lower, label.upper)[:, None])
-    elif label.kind == "boolean":
-        blocks.append(_indicators(np.asarray(data[label.name], dtype=bool), [False, True]))
-    else:
-        blocks.append(_indicators(data[label.name], list(label.categories)))
-    return np.clip(np.hstack(blocks), -1.0, 1.0)
+        return _scaled(data[label.name], label.lower, label.upper)[:, None]
+    if label.kind == "boolean":
+        return _indicators(np.asarray(data[label.name], dtype=bool), [False, True])
+    return _indicators(data[label.name], list(label.categories))
+
+
+def units(spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Per encoded column, the middle and half-width that map the scaled units back to the declared
+    ones (``x = mid + half * a``; 0 and 1 for the 0/1 columns)."""
+    mid: list[float] = []
+    half: list[float] = []
+    for f in spec.features:
+        for _ in f.columns:
+            numeric = f.kind == "numeric"
+            mid.append(f.mid if numeric else 0.0)
+            half.append(f.half if numeric else 1.0)
+    return np.array(mid), np.array(half)
+
+
+def indicators(codes: np.ndarray, k: int) -> np.ndarray:
+    """One 0/1 column per index 0..k-1 (a row of code -1 in none)."""
+    out = np.zeros((len(codes), k))
+    rows_ = np.flatnonzero(codes >= 0)
+    out[rows_, codes[rows_]] = 1.0
+    return out
 
 
 def measure(a: np.ndarray, stats: list[Stat]) -> np.ndarray:

@@ -187,7 +187,7 @@ REFUSED = [
     ({"type": "naive_bayes", "features": ["age", "weight"], "label": "member"}, "model.features.1", "declared"),
     ({"type": "naive_bayes", "features": ["age"], "label": "age"}, "model.label", "numeric"),
     ({"type": "logistic_regression", "features": ["member"], "label": "member"}, "model.label", "also a feature"),
-    ({"type": "random_forest", "features": ["age"], "label": "member"}, "model.type", "Must be one of"),
+    ({"type": "gradient_boosting", "features": ["age"], "label": "member"}, "model.type", "Must be one of"),
     ({"type": "linear_regression", "features": [], "label": "income"}, "model.features", "list"),
     ({"type": "linear_regression", "features": ["age"], "label": "income", "params": {"C": 1}}, "model.params.C", ""),
     ({"type": "logistic_regression", "features": ["age"], "label": "member", "params": {"C": 0}}, "model.params.C", ""),
