@@ -319,6 +319,10 @@ ALLOWED: dict[str, str] = {
     # The free fake table (issue 13, item 9): values drawn uniformly within the declared bounds, from the
     # schema alone. No private value is read there, so there is nothing for a float draw to leak.
     "compute/engines/dummy.py": "fake rows from the declared schema; never added to a private value",
+    # Random trees' split thresholds and k-means' starting centres (issue 15): drawn from the job's
+    # public seed within the declared bounds, as whole grid steps; no row is read to draw them.
+    "compute/engines/models/forest.py": "public tree shapes from the seed and the declared bounds",
+    "compute/engines/models/kmeans.py": "public starting centres from the seed and the declared bounds",
 }
 FORBIDDEN_FROM_RANDOM = {"random", "uniform", "gauss", "normalvariate", "expovariate", "lognormvariate", "Random"}
 

@@ -26,6 +26,15 @@ import numpy as np
 from cloakroom_client.protocol.noise import Mechanism, make_rng
 from compute.engines.models.spec import ModelSpec
 
+# Public draws (thresholds, starting centres) are whole steps of this grid over the declared range.
+PUBLIC_STEPS = 2**20
+
+
+def public_grid(generator: Any, low: np.ndarray, high: np.ndarray, size: Any) -> np.ndarray:
+    """Values uniform over a grid of PUBLIC_STEPS steps between ``low`` and ``high``, drawn as whole
+    steps by a seeded generator. Public: from a seed and the declaration, never from a row."""
+    return low + generator.integers(0, PUBLIC_STEPS + 1, size=size) * ((high - low) / PUBLIC_STEPS)
+
 
 def shapes(spec: ModelSpec) -> list[tuple[np.ndarray, np.ndarray]]:
     """Every tree's inner nodes (heap order, root 0): the encoded column each splits on and its
@@ -46,7 +55,7 @@ def shapes(spec: ModelSpec) -> list[tuple[np.ndarray, np.ndarray]]:
     out = []
     for _ in range(spec.params["n_trees"]):
         columns = generator.integers(0, len(lows), size=inner)
-        out.append((columns, generator.uniform(lows[columns], highs[columns])))
+        out.append((columns, public_grid(generator, lows[columns], highs[columns], inner)))
     return out
 
 

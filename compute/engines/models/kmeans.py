@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from cloakroom_client.protocol.noise import Mechanism, make_rng
+from compute.engines.models.forest import public_grid
 from compute.engines.models.spec import ModelSpec
 from compute.engines.models.stats import indicators, layout, measure, parts, units
 
@@ -37,7 +38,8 @@ def _low(spec: ModelSpec) -> np.ndarray:
 def initial_centres(spec: ModelSpec) -> np.ndarray:
     """The public starting centres, in the scaled units: from the seed and the declaration alone."""
     low = _low(spec)
-    return np.random.default_rng(spec.params["seed"]).uniform(low, 1.0, size=(spec.params["k"], len(low)))
+    generator = np.random.default_rng(spec.params["seed"])
+    return public_grid(generator, low, np.ones_like(low), (spec.params["k"], len(low)))
 
 
 def assign(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
