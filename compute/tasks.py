@@ -61,6 +61,24 @@ def escrow_release_task(job_id: int) -> str:
     return escrow_release(job_id=job_id)
 
 
+@shared_task(name="compute.run_prediction", acks_late=True, reject_on_worker_lost=True)
+def prediction_run_task(prediction_id: int) -> str:
+    """Score a client's encrypted rows on a published model (queue ``he``; the client's public context is
+    loaded here, in the worker's child, after the fork). A second delivery finds it no longer queued and
+    does nothing; one whose worker died is failed and refunded by the sweeper."""
+    from compute.inference.services import prediction_run
+
+    return prediction_run(prediction_id=prediction_id)
+
+
+@shared_task(name="compute.sweep_predictions")
+def predictions_sweep_task() -> dict:
+    """Run by Celery beat: fail and refund stuck predictions, delete scores nobody downloaded."""
+    from compute.inference.services import predictions_sweep
+
+    return predictions_sweep()
+
+
 @shared_task(name="compute.sweep_jobs")
 def jobs_sweep_task() -> dict:
     """Run by Celery beat every CLOAKROOM_SWEEP_SECONDS (on the default queue; a sweep that waited past
