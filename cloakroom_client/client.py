@@ -14,8 +14,8 @@ import requests
 
 from cloakroom_client.credentials import save_key, saved_key
 from cloakroom_client.extras import TryAndTrain
-from cloakroom_client.inference import Predictions
 from cloakroom_client.frames import DATASET_COLUMNS, PURCHASE_COLUMNS, csv_frame, records_frame
+from cloakroom_client.inference import Predictions
 from cloakroom_client.progress import StatusLine, job_status_text
 from cloakroom_client.protocol.escrow import escrow_secret_bytes, seal
 

@@ -48,8 +48,15 @@ def _models(args: argparse.Namespace, client: Client) -> int:
     else:
         header = ["id", "type", "features", "classes", "price", "owner", "title"]
         table = [
-            [m["id"], m["type"], len(m["features"]), ",".join(map(str, m["classes"] or [])) or "-",
-             m["price_per_prediction"], m["owner"], m["title"]]
+            [
+                m["id"],
+                m["type"],
+                len(m["features"]),
+                ",".join(map(str, m["classes"] or [])) or "-",
+                m["price_per_prediction"],
+                m["owner"],
+                m["title"],
+            ]
             for m in rows
         ]
         print(format_table(header, table))

@@ -113,8 +113,10 @@ def batch_rows(rows: int, batch: int) -> int:
 
 def unpacked_scores(decrypted: Sequence[Sequence[np.ndarray]], rows: int) -> np.ndarray:
     """The decrypted score vectors (``decrypted[b][k]``: score k of batch b) as a (rows x scores) matrix."""
-    parts = [np.stack([np.asarray(v, dtype=float)[: batch_rows(rows, b)] for v in batch], axis=1)
-             for b, batch in enumerate(decrypted)]
+    parts = [
+        np.stack([np.asarray(v, dtype=float)[: batch_rows(rows, b)] for v in batch], axis=1)
+        for b, batch in enumerate(decrypted)
+    ]
     return np.concatenate(parts, axis=0)
 
 

@@ -10,6 +10,8 @@ from compute.api.jobs import (
     JobListCreateApi,
     JobModelApi,
 )
+from compute.api.key_holder import AwaitingJobsApi, HeJobAggregateApi, HeJobPlanApi, HeJobReleaseApi
+from compute.api.ledger import DatasetBudgetApi, PurchaseLedgerApi
 from compute.api.listings import (
     ListingDetailApi,
     ListingListCreateApi,
@@ -17,8 +19,6 @@ from compute.api.listings import (
     PredictionDetailApi,
     PredictionScoresApi,
 )
-from compute.api.key_holder import AwaitingJobsApi, HeJobAggregateApi, HeJobPlanApi, HeJobReleaseApi
-from compute.api.ledger import DatasetBudgetApi, PurchaseLedgerApi
 
 __all__ = [
     "AwaitingJobsApi",

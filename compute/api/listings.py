@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, OpenApiRequest, extend_schema_serializer, inline_serializer
+from drf_spectacular.utils import OpenApiRequest, OpenApiResponse, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
@@ -31,15 +31,10 @@ DP_NOTE = (
 @extend_schema_serializer(component_name="ModelListingInput")
 class ListingInputSerializer(serializers.Serializer):
     job = openapi.IntegerField(min_value=1, help_text="A released train job of yours (linear models only).")
-    title = openapi.CharField(max_length=200, validators=[], help_text="What the catalogue shows.")
+    title = openapi.CharField(max_length=200, help_text="What the catalogue shows.")
     price_per_prediction = openapi.DecimalField(
         max_digits=14, decimal_places=2, min_value=Decimal("0"), help_text="Credits per row scored."
     )
-
-    def validate_title(self, value: str) -> str:
-        if not value.strip():
-            raise serializers.ValidationError("Must not be blank.")
-        return value
 
 
 @extend_schema_serializer(component_name="ModelListing")
@@ -192,7 +187,9 @@ class PredictionDetailApi(APIView):
         errors=[401, 404],
     )
     def get(self, request, prediction_id: int):
-        return Response(PredictionOutputSerializer(selectors.prediction_get(user=request.user, prediction_id=prediction_id)).data)
+        return Response(
+            PredictionOutputSerializer(selectors.prediction_get(user=request.user, prediction_id=prediction_id)).data
+        )
 
 
 class PredictionScoresApi(FileApi):
@@ -207,6 +204,8 @@ class PredictionScoresApi(FileApi):
     )
     def get(self, request, prediction_id: int):
         prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
-        response = HttpResponse(services.prediction_deliver(prediction=prediction), content_type="application/octet-stream")
+        response = HttpResponse(
+            services.prediction_deliver(prediction=prediction), content_type="application/octet-stream"
+        )
         response["Content-Disposition"] = f'attachment; filename="cloakroom-prediction-{prediction.pk}.ct"'
         return response

@@ -177,10 +177,9 @@ def _score(prediction: Prediction) -> None:
 def _fail(prediction: Prediction, reason: str, *, status: str = Prediction.Status.FAILED) -> str:
     """Fail (or expire) an open prediction and refund the client, once; its files go."""
     with transaction.atomic():
-        failed = (
-            Prediction.objects.filter(pk=prediction.pk, status__in=[Prediction.Status.QUEUED, Prediction.Status.RUNNING])
-            .update(status=status, error=reason, finished_at=timezone.now())
-        )
+        failed = Prediction.objects.filter(
+            pk=prediction.pk, status__in=[Prediction.Status.QUEUED, Prediction.Status.RUNNING]
+        ).update(status=status, error=reason, finished_at=timezone.now())
         if failed and prediction.price > 0:
             wallet_change(
                 user=prediction.client,
