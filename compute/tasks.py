@@ -71,19 +71,15 @@ def prediction_run_task(prediction_id: int) -> str:
     return prediction_run(prediction_id=prediction_id)
 
 
-@shared_task(name="compute.sweep_predictions")
-def predictions_sweep_task() -> dict:
-    """Run by Celery beat: fail and refund stuck predictions, delete scores nobody downloaded."""
-    from compute.inference.services import predictions_sweep
-
-    return predictions_sweep()
-
-
 @shared_task(name="compute.sweep_jobs")
 def jobs_sweep_task() -> dict:
     """Run by Celery beat every CLOAKROOM_SWEEP_SECONDS (on the default queue; a sweep that waited past
     the next is dropped): send jobs the broker missed, re-queue dead workers' jobs, and fail and refund
-    jobs that cannot run (compute.services.jobs_sweep)."""
+    jobs that cannot run (compute.services.jobs_sweep); then the same for encrypted predictions: fail and
+    refund stuck ones, delete scores nobody downloaded (compute.inference.services.predictions_sweep)."""
+    from compute.inference.services import predictions_sweep
     from compute.services import jobs_sweep
 
-    return jobs_sweep()
+    swept = jobs_sweep()
+    swept["predictions"] = predictions_sweep()
+    return swept

@@ -37,6 +37,10 @@ from config.lookups import get_or_404
 
 logger = logging.getLogger(__name__)
 
+# A prediction still open this long after submission is failed and refunded by the sweeper (its worker
+# died, or the broker lost it): as long as a job's lease, which is longer than any job should take.
+# Encrypted scores not downloaded within SCORES_KEPT_SECONDS are deleted.
+SCORES_KEPT_SECONDS = 3600
 COMPUTE_FAILED = "The scores could not be computed; the credits were refunded. Try again, or write to support."
 
 
@@ -121,7 +125,7 @@ def _memo(prediction: Prediction, what: str) -> str:
 
 def prediction_send(prediction_id: int) -> None:
     """Queue the scoring on ``he``. A broker that refuses leaves the prediction queued; the sweeper
-    fails and refunds it once it is older than CLOAKROOM_PREDICTION_TIMEOUT_SECONDS."""
+    fails and refunds it once it is older than CLOAKROOM_JOB_LEASE_SECONDS."""
     try:
         tasks.prediction_run_task.apply_async(args=[prediction_id], queue=settings.CLOAKROOM_HE_QUEUE)
     except Exception:  # noqa: BLE001 (any broker failure: the sweeper's timeout is the fallback)
@@ -206,20 +210,20 @@ def prediction_deliver(*, prediction: Prediction) -> bytes:
 
 
 def predictions_sweep() -> dict:
-    """Beat: fail and refund predictions open past CLOAKROOM_PREDICTION_TIMEOUT_SECONDS (their worker died,
-    or the broker lost them), and expire scores not downloaded within CLOAKROOM_PREDICTION_KEEP_SECONDS
+    """Beat, with the jobs' sweep: fail and refund predictions open past CLOAKROOM_JOB_LEASE_SECONDS (their
+    worker died, or the broker lost them), and expire scores not downloaded within SCORES_KEPT_SECONDS
     (deleted; the publisher keeps the sale, the work was done)."""
     now = timezone.now()
     stuck = Prediction.objects.filter(
         status__in=[Prediction.Status.QUEUED, Prediction.Status.RUNNING],
-        created_at__lt=now - timedelta(seconds=settings.CLOAKROOM_PREDICTION_TIMEOUT_SECONDS),
+        created_at__lt=now - timedelta(seconds=settings.CLOAKROOM_JOB_LEASE_SECONDS),
     ).select_related("listing", "client")
     reason = "The scores were not computed in time; the credits were refunded."
     failed = sum(1 for p in stuck if _fail(p, reason) == "failed")
     stale = list(
         Prediction.objects.filter(
             status=Prediction.Status.READY,
-            finished_at__lt=now - timedelta(seconds=settings.CLOAKROOM_PREDICTION_KEEP_SECONDS),
+            finished_at__lt=now - timedelta(seconds=SCORES_KEPT_SECONDS),
         ).values_list("pk", flat=True)
     )
     for pk in stale:

@@ -262,8 +262,6 @@ CELERY_BEAT_SCHEDULE = {
     },
     # Kept uploads of the New dataset page past their lifetime (marketplace/pending_uploads.py).
     "sweep-pending-uploads": {"task": "marketplace.sweep_pending_uploads", "schedule": 600},
-    # Encrypted predictions stuck or not downloaded (compute/inference/services.py predictions_sweep).
-    "sweep-predictions": {"task": "compute.sweep_predictions", "schedule": _sweep_seconds},
 }
 
 # A worker's claim on a job lasts this long (longer than the task time limit); past it the sweeper re-queues the job (or fails and
@@ -281,10 +279,6 @@ CLOAKROOM_JOB_MAX_DELIVERIES = env_int("CLOAKROOM_JOB_MAX_DELIVERIES", 5)
 CLOAKROOM_DP_QUEUE = env_str("CLOAKROOM_DP_QUEUE", "dp")
 # The queue HE jobs and their parts go to (workers consume it with -Q he).
 CLOAKROOM_HE_QUEUE = env_str("CLOAKROOM_HE_QUEUE", "he")
-# Encrypted predictions (docs/MODELS.md): one still open this long after submission is failed and refunded
-# by the sweeper; encrypted scores not downloaded this long after they were ready are deleted.
-CLOAKROOM_PREDICTION_TIMEOUT_SECONDS = env_int("CLOAKROOM_PREDICTION_TIMEOUT_SECONDS", 900)
-CLOAKROOM_PREDICTION_KEEP_SECONDS = env_int("CLOAKROOM_PREDICTION_KEEP_SECONDS", 3600)
 # The queue of the escrow worker, the only process that ever opens an escrowed secret key.
 CLOAKROOM_KEYS_QUEUE = env_str("CLOAKROOM_KEYS_QUEUE", "keys")
 # HE jobs are split into parts of this many ciphertext chunks per column; parts run in parallel

@@ -5,11 +5,13 @@ compute.inference.services.prediction_run (the worker's service) on real TenSEAL
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 from decimal import Decimal
 
 import numpy as np
 import pandas as pd
 import pytest
+from django.utils import timezone
 
 from accounts.models import Wallet
 from cloakroom_client import models as sdk_models
@@ -223,3 +225,24 @@ def test_a_context_with_the_secret_key_fails_the_prediction_and_refunds(listing,
 def test_a_missing_model_is_a_404(outsider):
     response = submit(client_for(outsider), 999, 1, b"x", b"y")
     assert response.status_code == 404
+
+
+def test_the_sweeper_refunds_a_stuck_prediction_and_deletes_scores_nobody_fetched(listing, outsider, settings):
+    _, public, container, _ = encrypt(listing, frame())
+    before = balance(outsider)
+    stuck = submit(client_for(outsider), listing["id"], 40, public, container).json()["id"]
+    ready = submit(client_for(outsider), listing["id"], 40, public, container).json()["id"]
+    assert inference_services.prediction_run(prediction_id=ready) == "ready"
+    assert inference_services.predictions_sweep() == {"failed": 0, "expired": 0}  # nothing is old yet
+
+    long_ago = timezone.now() - timedelta(seconds=settings.CLOAKROOM_JOB_LEASE_SECONDS + 1)
+    Prediction.objects.filter(pk=stuck).update(created_at=long_ago)
+    scored = timezone.now() - timedelta(seconds=inference_services.SCORES_KEPT_SECONDS + 1)
+    Prediction.objects.filter(pk=ready).update(finished_at=scored)
+    assert inference_services.predictions_sweep() == {"failed": 1, "expired": 1}
+    assert Prediction.objects.get(pk=stuck).status == "failed"
+    assert Prediction.objects.get(pk=ready).status == "expired"
+    assert not storage.folder(stuck).exists() and not storage.folder(ready).exists()
+    assert balance(outsider) == before - Decimal("20.00")  # the stuck one refunded, the scored one paid
+    # A worker that picks the swept prediction up late does nothing.
+    assert inference_services.prediction_run(prediction_id=stuck) == "skipped"
