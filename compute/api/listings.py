@@ -20,7 +20,7 @@ from compute.inference import selectors, services
 from compute.models import ModelListing, Prediction
 from config import fields as plain_fields
 from config import openapi
-from config.exceptions import ValidationFailed
+from config.exceptions import ServiceError, ValidationFailed
 
 DP_NOTE = (
     "Trained with differential privacy: exact scores let a client recover a linear model from a few "
@@ -133,6 +133,22 @@ class ListingDetailApi(APIView):
         return Response(ListingOutputSerializer(selectors.listing_get(listing_id=listing_id)).data)
 
 
+# The largest body a prediction may send: the context, a full container and room for the multipart framing.
+MAX_BODY_BYTES = inference.MAX_CONTEXT_BYTES + inference.container_limit(inference.MAX_CIPHERTEXTS) + 64 * 1024
+
+
+def _refuse_oversized(request) -> None:
+    """A 413 before the body is read (and spooled to disk) when its declared length is over the limit."""
+    length = request.META.get("CONTENT_LENGTH") or ""
+    if length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise ServiceError(
+            f"The request body is larger than the {MAX_BODY_BYTES}-byte limit of one prediction; send fewer rows.",
+            code="payload_too_large",
+            status_code=413,
+            extra={"limit_bytes": MAX_BODY_BYTES},
+        )
+
+
 def _rows(value) -> int:
     text = value if isinstance(value, str) else ""
     if not text.strip().isdigit():
@@ -167,6 +183,7 @@ class PredictionCreateApi(APIView):
         errors=[400, 401, 404, 409, 413, 415],
     )
     def post(self, request, listing_id: int):
+        _refuse_oversized(request)
         prediction = services.prediction_submit(
             client=request.user,
             listing_id=listing_id,

@@ -18,6 +18,7 @@ from cloakroom_client import models as sdk_models
 from cloakroom_client.he import inference as crypto
 from cloakroom_client.protocol import inference
 from compute import services
+from compute.api.listings import MAX_BODY_BYTES
 from compute.inference import services as inference_services
 from compute.inference import storage
 from compute.models import ModelListing, Prediction
@@ -246,3 +247,15 @@ def test_the_sweeper_refunds_a_stuck_prediction_and_deletes_scores_nobody_fetche
     assert balance(outsider) == before - Decimal("20.00")  # the stuck one refunded, the scored one paid
     # A worker that picks the swept prediction up late does nothing.
     assert inference_services.prediction_run(prediction_id=stuck) == "skipped"
+
+
+def test_a_body_over_the_limit_is_a_413_before_it_is_read(listing, outsider):
+    response = client_for(outsider).post(
+        f"/api/v1/models/{listing['id']}/predictions/",
+        {"rows": "1"},
+        format="multipart",
+        CONTENT_LENGTH=str(MAX_BODY_BYTES + 1),
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert not Prediction.objects.exists()
