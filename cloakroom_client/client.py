@@ -15,6 +15,7 @@ import requests
 from cloakroom_client.credentials import save_key, saved_key
 from cloakroom_client.extras import TryAndTrain
 from cloakroom_client.frames import DATASET_COLUMNS, PURCHASE_COLUMNS, csv_frame, records_frame
+from cloakroom_client.inference import Predictions
 from cloakroom_client.progress import StatusLine, job_status_text
 from cloakroom_client.protocol.escrow import escrow_secret_bytes, seal
 
@@ -38,7 +39,7 @@ class CloakroomError(Exception):
         self.body = body or {}
 
 
-class Client(TryAndTrain):
+class Client(TryAndTrain, Predictions):
     """A client bound to one server and one API key.
 
     ``url`` is the server's base address (``http://127.0.0.1:8000``); ``api_key`` is a key created

@@ -114,3 +114,68 @@ class JobPart(models.Model):
 
     def __str__(self) -> str:
         return f"job {self.job_id} part {self.index} [{self.chunk_start}, {self.chunk_end})"
+
+
+class ModelListing(models.Model):
+    """A released, DP-trained linear model published for encrypted inference at a price per prediction.
+
+    ``model`` is a copy of the train job's released ``result.model``; its coefficients never leave the
+    server (the listing shows the encoding a client needs, not the parameters). Only DP-trained models
+    can be listed, because exact scores of a model let a client recover it in ``d + 1`` queries: what a
+    client can steal is then a DP release already (docs/MODELS.md).
+    """
+
+    job = models.OneToOneField(Job, on_delete=models.PROTECT, related_name="listing")
+    owner = models.ForeignKey("accounts.User", on_delete=models.PROTECT, related_name="model_listings")
+    title = models.CharField(max_length=200)
+    price_per_prediction = models.DecimalField(max_digits=18, decimal_places=2)
+    model = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(price_per_prediction__gte=0), name="listing_price_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"model listing {self.pk} ({self.title})"
+
+
+class Prediction(models.Model):
+    """One request of encrypted predictions: a client's ciphertexts scored on the ``he`` queue.
+
+    Status moves queued -> running -> ready -> delivered, or to failed (the client refunded) or expired
+    (scores never fetched). The client's wallet is debited on submission; the publisher is credited
+    when the scores are ready, in the same transaction. The platform stores only the client's public
+    context and ciphertexts (private storage root, ``predictions/<id>/``), deleted once the scores are
+    downloaded, on failure or on expiry; the rows and the scores never exist in the clear on the server.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        READY = "ready", "ready"
+        DELIVERED = "delivered", "delivered"
+        FAILED = "failed", "failed"
+        EXPIRED = "expired", "expired"
+
+    listing = models.ForeignKey(ModelListing, on_delete=models.PROTECT, related_name="predictions")
+    client = models.ForeignKey("accounts.User", on_delete=models.PROTECT, related_name="predictions")
+    rows = models.PositiveIntegerField()
+    price = models.DecimalField(max_digits=18, decimal_places=2)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(price__gte=0), name="prediction_price_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"prediction {self.pk} ({self.status})"

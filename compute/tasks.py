@@ -61,11 +61,25 @@ def escrow_release_task(job_id: int) -> str:
     return escrow_release(job_id=job_id)
 
 
+@shared_task(name="compute.run_prediction", acks_late=True, reject_on_worker_lost=True)
+def prediction_run_task(prediction_id: int) -> str:
+    """Score a client's encrypted rows on a published model (queue ``he``; the client's public context is
+    loaded here, in the worker's child, after the fork). A second delivery finds it no longer queued and
+    does nothing; one whose worker died is failed and refunded by the sweeper."""
+    from compute.inference.services import prediction_run
+
+    return prediction_run(prediction_id=prediction_id)
+
+
 @shared_task(name="compute.sweep_jobs")
 def jobs_sweep_task() -> dict:
     """Run by Celery beat every CLOAKROOM_SWEEP_SECONDS (on the default queue; a sweep that waited past
     the next is dropped): send jobs the broker missed, re-queue dead workers' jobs, and fail and refund
-    jobs that cannot run (compute.services.jobs_sweep)."""
+    jobs that cannot run (compute.services.jobs_sweep); then the same for encrypted predictions: fail and
+    refund stuck ones, delete scores nobody downloaded (compute.inference.services.predictions_sweep)."""
+    from compute.inference.services import predictions_sweep
     from compute.services import jobs_sweep
 
-    return jobs_sweep()
+    swept = jobs_sweep()
+    swept["predictions"] = predictions_sweep()
+    return swept

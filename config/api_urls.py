@@ -36,6 +36,17 @@ urlpatterns = [
     path("jobs/<int:job_id>/cancel/", compute_api.JobCancelApi.as_view(), name="api-job-cancel"),
     path("jobs/<int:job_id>/download/", compute_api.JobDownloadApi.as_view(), name="api-job-download"),
     path("jobs/<int:job_id>/model/", compute_api.JobModelApi.as_view(), name="api-job-model"),
+    path("models/", compute_api.ListingListCreateApi.as_view(), name="api-models"),
+    path("models/<int:listing_id>/", compute_api.ListingDetailApi.as_view(), name="api-model"),
+    path(
+        "models/<int:listing_id>/predictions/", compute_api.PredictionCreateApi.as_view(), name="api-model-predictions"
+    ),
+    path("predictions/<int:prediction_id>/", compute_api.PredictionDetailApi.as_view(), name="api-prediction"),
+    path(
+        "predictions/<int:prediction_id>/scores/",
+        compute_api.PredictionScoresApi.as_view(),
+        name="api-prediction-scores",
+    ),
     path("datasets/<int:dataset_id>/escrow/", he_api.EscrowApi.as_view(), name="api-he-escrow"),
     path("he/escrow-key/", he_api.EscrowKeyApi.as_view(), name="api-he-escrow-key"),
     path("he/jobs/awaiting/", compute_api.AwaitingJobsApi.as_view(), name="api-he-awaiting"),

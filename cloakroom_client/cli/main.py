@@ -12,10 +12,12 @@ import json
 import os
 import sys
 
-from cloakroom_client.cli import account, bundles, catalogue, compute, key_agent
+from cloakroom_client.cli import account, bundles, catalogue, compute, key_agent, models
 from cloakroom_client.cli.compute import QueryError
 from cloakroom_client.client import Client, CloakroomError
 from cloakroom_client.credentials import saved_key
+from cloakroom_client.models import ModelFileError
+from cloakroom_client.protocol.inference import InferenceError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     account.add_commands(sub)
     catalogue.add_commands(sub)
     compute.add_commands(sub)
+    models.add_commands(sub)
     bundles.add_commands(sub)
     key_agent.add_commands(sub)
     return parser
@@ -48,6 +51,8 @@ def _dispatch(args: argparse.Namespace, client: Client) -> int:
         return account.run(args, client)
     if args.command in compute.COMMANDS:
         return compute.run(args, client)
+    if args.command in models.COMMANDS:
+        return models.run(args, client)
     return catalogue.run(args, client)
 
 
@@ -70,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name}: {'; '.join(map(str, reasons))}", file=sys.stderr)
         return 1
     except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (InferenceError, ModelFileError) as exc:  # a CSV without the model's columns, a failed prediction
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except json.JSONDecodeError as exc:

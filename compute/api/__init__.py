@@ -1,5 +1,5 @@
 """API v1 of the compute app: jobs (jobs.py, their serializers and the query language's schema), budgets
-(ledger.py), the key holder's side of HE jobs (key_holder.py) and queries on fake data (dummy.py). The URL map is config/api_urls.py."""
+(ledger.py), the key holder's side of HE jobs (key_holder.py) and queries on fake data (dummy.py), published models and encrypted predictions (listings.py). The URL map is config/api_urls.py."""
 
 from compute.api.dummy import DummyQueryApi, DummyTableApi
 from compute.api.jobs import (
@@ -12,6 +12,13 @@ from compute.api.jobs import (
 )
 from compute.api.key_holder import AwaitingJobsApi, HeJobAggregateApi, HeJobPlanApi, HeJobReleaseApi
 from compute.api.ledger import DatasetBudgetApi, PurchaseLedgerApi
+from compute.api.listings import (
+    ListingDetailApi,
+    ListingListCreateApi,
+    PredictionCreateApi,
+    PredictionDetailApi,
+    PredictionScoresApi,
+)
 
 __all__ = [
     "AwaitingJobsApi",
@@ -27,5 +34,10 @@ __all__ = [
     "JobEstimateApi",
     "JobListCreateApi",
     "JobModelApi",
+    "ListingDetailApi",
+    "ListingListCreateApi",
+    "PredictionCreateApi",
+    "PredictionDetailApi",
+    "PredictionScoresApi",
     "PurchaseLedgerApi",
 ]
