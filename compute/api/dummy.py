@@ -29,6 +29,11 @@ class DummyQueryInputSerializer(JobInputSerializer):
     """A job's body without the purchase: nothing is bought or spent."""
 
     purchase = None
+    model = None
+    kind = openapi.ChoiceField(
+        choices=["query"], default="query", help_text="Only queries are answered on fake data (no training)."
+    )
+    query = openapi.JsonSchemaField(component="Query", help_text="The query, as a job's.")
     epsilon = BudgetNumberField(
         places=6, required=False, help_text="The epsilon whose noise the fake answer carries (default 1); not spent."
     )

@@ -105,8 +105,9 @@ class ListingListCreateApi(APIView):
         tag="models",
         summary="Publish a model for encrypted inference",
         description="The buyer of a released train job (logistic or linear regression) lists its model at a "
-        "price per prediction. Another account's job is a 404, a job not released or published already a 409, a "
-        "model that cannot be served under encryption a 400 naming `job`.",
+        "price per prediction. Another account's job is a 404; a job not released (`not_released`), published "
+        "already (`already_published`), that trained no model (`not_a_model`) or whose model cannot be served "
+        "under encryption (`not_servable`, naive Bayes and the models other than linear ones) a 409.",
         request={"application/json": ListingInputSerializer},
         responses={201: ListingOutputSerializer},
         errors=[400, 401, 404, 409, 413, 415],

@@ -46,19 +46,24 @@ COMPUTE_FAILED = "The scores could not be computed; the credits were refunded. T
 
 def listing_publish(*, user: User, job_id: int, title: str, price_per_prediction: Decimal) -> ModelListing:
     """Publish the caller's released train job's model. Another account's job is a 404; a job that is
-    not released, or is listed already, a 409; a model that cannot be served under encryption a 400."""
+    not released, is listed already, is no train job or holds a model that cannot be served under
+    encryption, a 409 that says which (the request itself was well formed)."""
     job = get_or_404(
         Job.objects.filter(buyer=user), message="No such job.", fields={"job": ["No such job."]}, pk=job_id
     )
     if job.kind != Job.Kind.TRAIN:
-        raise ValidationFailed("job: only a train job's model can be published.", fields={"job": ["Not a train job."]})
+        raise Conflict(
+            "job: this job trained no model; only a train job's model can be published.",
+            code="not_a_model",
+            fields={"job": ["Not a train job."]},
+        )
     if job.status != Job.Status.RELEASED:
         raise Conflict(f"The job is {job.status}; only a released model can be published.", code="not_released")
     model = (job.result or {}).get("model") or {}
     try:
         inference.linear_weights(model)
     except inference.InferenceError as exc:
-        raise ValidationFailed(f"job: {exc}.", fields={"job": [f"{str(exc).capitalize()}."]}) from None
+        raise Conflict(f"job: {exc}.", code="not_servable", fields={"job": [f"{str(exc).capitalize()}."]}) from None
     with transaction.atomic():
         if ModelListing.objects.select_for_update().filter(job=job).exists():
             raise Conflict("This model is published already.", code="already_published")

@@ -184,3 +184,14 @@ def test_an_he_dataset_answers_on_fake_data_without_its_ciphertexts(anon, buyer_
     assert budget_state(dataset) == before
     rows = list(csv.DictReader(io.StringIO(anon.get(f"/api/v1/datasets/{dataset.pk}/dummy.csv").content.decode())))
     assert set(rows[0]) == {"age", "bmi", "ward"} and {r["ward"] for r in rows} == {"A", "B"}
+
+
+def test_a_training_request_is_no_dummy_query(anon, dp_dataset):
+    # Schemathesis sent kind "train" with a model here and got a 500: only queries run on fake data.
+    response = anon.post(
+        f"/api/v1/datasets/{dp_dataset.pk}/dummy-query/",
+        {"kind": "train", "model": {"type": "linear_regression", "features": ["age"], "label": "income"}},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "kind" in response.json()["error"]["fields"]

@@ -95,10 +95,23 @@ def test_a_model_is_published_once(api, purchase):
 
 
 def test_naive_bayes_cannot_be_served_under_encryption(api, purchase):
+    # A well-formed request about a job whose model cannot be served: a 409 naming the job, not a 400.
     model = {"type": "naive_bayes", "features": ["age", "income"], "label": "region"}
     response = publish(api, trained(api, purchase, model))
-    assert response.status_code == 400
-    assert "job" in response.json()["error"]["fields"]
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "not_servable" and "job" in response.json()["error"]["fields"]
+    assert not ModelListing.objects.exists()
+
+
+def test_a_query_job_is_no_model_to_publish(api, purchase):
+    job = api.post(
+        "/api/v1/jobs/",
+        {"purchase": purchase.pk, "kind": "query", "query": {"aggregate": "count"}, "epsilon": "0.1"},
+        format="json",
+    ).json()
+    response = publish(api, job["id"])
+    assert response.status_code == 409 and response.json()["error"]["code"] == "not_a_model"
+    assert not ModelListing.objects.exists()
 
 
 @pytest.mark.parametrize("price", ["-1", "abc", "0.001", "", None])
