@@ -170,14 +170,7 @@ class Outlook:
 
 def budget_outlook(*, purchase: Purchase, epsilon: Decimal, delta: Decimal, rho: Decimal) -> Outlook:
     """For estimates: the purchase with and without a job of this loss. Writes nothing."""
-    fits = _within(
-        purchase.epsilon_used + epsilon,
-        purchase.delta_used + delta,
-        purchase.rho_used + rho,
-        cap_e=purchase.epsilon,
-        cap_d=purchase.delta,
-        rho_cap=purchase.rho_cap,
-    )
+    fits = _purchase_takes(purchase, epsilon, delta, rho)
     return Outlook(
         before=purchase_position(purchase),
         after=purchase_position(purchase, _loss(epsilon, delta, rho)),
@@ -190,6 +183,19 @@ def _within(
 ) -> bool:
     """The check constraint ``purchase_never_overspent``, exactly: basic composition or zCDP."""
     return (epsilon <= cap_e and delta <= cap_d) or rho <= rho_cap
+
+
+def _purchase_takes(purchase: Purchase, epsilon: Decimal, delta: Decimal, rho: Decimal) -> bool:
+    """Whether the purchase, with one more job of this loss, stays within its allotment: the rule of
+    ``_within`` on its stored sums, the same for the estimate and the reservation."""
+    return _within(
+        purchase.epsilon_used + epsilon,
+        purchase.delta_used + delta,
+        purchase.rho_used + rho,
+        cap_e=purchase.epsilon,
+        cap_d=purchase.delta,
+        rho_cap=purchase.rho_cap,
+    )
 
 
 def _plain(value: Decimal) -> str:
@@ -218,14 +224,7 @@ def budget_reserve(*, purchase: Purchase, epsilon: Decimal, delta: Decimal, rho:
     the row locks are what make concurrent reservations unable to overspend."""
     p = Purchase.objects.select_for_update().get(pk=purchase.pk)
     d = Dataset.objects.select_for_update().get(pk=p.dataset_id)
-    if not _within(
-        p.epsilon_used + epsilon,
-        p.delta_used + delta,
-        p.rho_used + rho,
-        cap_e=p.epsilon,
-        cap_d=p.delta,
-        rho_cap=p.rho_cap,
-    ):
+    if not _purchase_takes(p, epsilon, delta, rho):
         now = purchase_position(p)
         raise Conflict(
             f"Not enough budget left on this purchase: the job asks for epsilon {_plain(epsilon)}"
