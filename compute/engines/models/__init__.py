@@ -16,7 +16,7 @@ from typing import Any
 
 from cloakroom_client.protocol.errors import QueryError
 from cloakroom_client.protocol.noise import Mechanism, make_rng
-from compute.engines.models import fit, forest, kmeans, stats
+from compute.engines.models import fit, forest, kmeans, logistic, stats
 from compute.engines.models.spec import (
     CLASSIFIERS,
     MAX_CLASSES,
@@ -45,7 +45,8 @@ __all__ = [
 
 _WHAT = {
     "linear_regression": "noisy X^T X and X^T y, then ridge regression",
-    "logistic_regression": "noisy X^T X and X^T y, then the functional mechanism's logistic regression",
+    "logistic_regression": "the weights of a ridge-penalised logistic (two classes) or softmax regression, "
+    "by output perturbation",
     "naive_bayes": "noisy per-class counts, sums and sums of squares, then Gaussian naive Bayes",
     "pca": "noisy count, sums and X^T X, then the noisy covariance's eigendecomposition",
     "kmeans": "noisy per-cluster counts and sums, in rounds of Lloyd's algorithm from public initial centres",
@@ -56,6 +57,11 @@ _COMPOSITION = {
     "share the budget equally; within a round a row is in one cluster",
     "random_forest": "the trees compose sequentially and share the budget equally; within a tree a row is in "
     "one leaf (parallel composition across the leaves), so one row moves one count of a tree by 1",
+    "logistic_regression": f"a noisy count of the rows ({logistic.COUNT_SHARE} of the budget, unless C is given) "
+    "sets the ridge lambda, then the weights: the penalised loss is lambda-strongly convex and one row's loss "
+    "L-Lipschitz on rows scaled into the unit ball, so one row moves lambda times the minimiser by at most L (L2); "
+    f"the solver stops within gradient norm {logistic.TOLERANCE:g}, which adds 2 x {logistic.TOLERANCE:g}; the L1 "
+    "bound is sqrt(weights) times the L2; the parts compose sequentially",
 }
 # What is chosen without the data, from the seed and the declaration.
 _PUBLIC = {
@@ -97,6 +103,8 @@ class TrainPlan:
         return out
 
     def split(self) -> str:
+        if self.spec.type == "logistic_regression":
+            return _COMPOSITION[self.spec.type]
         if self.delta > 0:
             split = (
                 "one discrete Gaussian sigma for every statistic; the parts' rhos (in proportion to their "
@@ -121,11 +129,11 @@ def model_parameters(spec: ModelSpec, data: Mapping[str, Any], mechanisms: Mappi
         mid, half = stats.units(spec)
         x = mid + half * stats.features(data, spec)[:, 1:]
         return forest.fit(x, stats.targets(data, spec), spec, mechanisms, rng)
+    if spec.type == "logistic_regression":
+        return fit.logistic_regression(spec, stats.features(data, spec), stats.targets(data, spec), mechanisms, rng)
     noisy = stats.release(data, spec, mechanisms, rng)
     if spec.type == "linear_regression":
         return fit.linear_regression(spec, noisy, mechanisms)
-    if spec.type == "logistic_regression":
-        return fit.logistic_regression(spec, noisy, mechanisms)
     if spec.type == "pca":
         return fit.pca(spec, noisy)
     return fit.naive_bayes(spec, noisy)

@@ -1,12 +1,9 @@
-"""Models built from the noisy statistics alone (post-processing: no row is read here).
+"""Models built from the noisy statistics alone (post-processing: no row is read here, but in logistic.py).
 
 * Linear regression: ridge regression on the noisy X^T X and X^T y, in the scaled units, turned
   back into the declared units.
-* Logistic regression: the functional mechanism (Zhang, Zhang, Xiao, Yang and Winslett, "Functional
-  Mechanism: Regression Analysis under Differential Privacy", VLDB 2012). The logistic loss's
-  second-order Taylor expansion at 0, ``log 2 + (1/2 - y) w.x + (w.x)**2 / 8``, needs only X^T X
-  and X^T y; its minimiser with the L2 penalty ``||w||**2 / (2C)`` (scikit-learn's ``C``) is one
-  linear solve. Several classes: one such model per class against the rest.
+* Logistic regression is the exception: output perturbation (logistic.py), whose solver reads the
+  rows; only its noisy weights are turned into coefficients here.
 * Gaussian naive Bayes: per class, the noisy count, sums and sums of squares give the class prior,
   the means and the variances.
 * PCA: the noisy count, sums and X^T X give the mean and the covariance of the encoded columns,
@@ -25,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from cloakroom_client.protocol.noise import Mechanism
+from compute.engines.models.logistic import fit as fit_logistic
 from compute.engines.models.spec import ModelSpec
 from compute.engines.models.stats import layout, parts, units
 
@@ -93,23 +91,16 @@ def linear_regression(
 
 
 def logistic_regression(
-    spec: ModelSpec, noisy: Mapping[str, np.ndarray], mechanisms: Mapping[str, Mechanism]
+    spec: ModelSpec, a: np.ndarray, targets: np.ndarray, mechanisms: Mapping[str, Mechanism], rng: Any
 ) -> dict[str, Any]:
-    alpha = spec.params.get("alpha", default_alpha(spec, mechanisms))
-    raw = _gram(spec, noisy)
-    gram = _psd(raw)
-    p = len(gram)
-    targets = noisy["targets"].reshape(-1, p)  # one row of X^T y per class measured
-    # The Taylor expansion's gradient: X^T X w / 4 + w / C = X^T (y - 1/2).
-    matrix = gram / 4.0
-    ridge = alpha / 4.0 + 1.0 / spec.params["C"]
+    """Output perturbation (logistic.py): the solver reads the rows, only its noisy weights leave."""
+    weights, extra = fit_logistic(a, targets, spec, mechanisms, rng)
     coefs, intercepts = [], []
-    for xty in targets:
-        w = _solve(matrix, ridge, xty - raw[:, 0] / 2.0)
+    for w in weights:
         coef, intercept = _unscale(spec, w)
         coefs.append(coef.tolist())
         intercepts.append(intercept)
-    return {"coefficients": coefs, "intercept": intercepts, "alpha": alpha, "C": spec.params["C"]}
+    return {"coefficients": coefs, "intercept": intercepts, "C": 1.0 / extra["lambda"], **extra}
 
 
 def naive_bayes(spec: ModelSpec, noisy: Mapping[str, np.ndarray]) -> dict[str, Any]:

@@ -57,10 +57,10 @@ class Param:
         return int(value) if self.integer else float(value)
 
 
-# Each type's hyper-parameters and their defaults (alpha None: chosen from the noise, see fit.py;
-# n_components None: every encoded column).
+# Each type's hyper-parameters and their defaults (alpha None: chosen from the noise, see fit.py; C
+# None: the ridge chosen from the budget, see logistic.py; n_components None: every encoded column).
 PARAMS: dict[str, dict[str, Param]] = {
-    "logistic_regression": {"C": Param(1.0, strict=True), "alpha": Param()},
+    "logistic_regression": {"C": Param(strict=True)},
     "linear_regression": {"alpha": Param()},
     "naive_bayes": {"var_floor": Param(1e-3)},
     "kmeans": {

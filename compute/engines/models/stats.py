@@ -9,7 +9,7 @@ rows of a product of coordinates: ``sum a_j a_k`` (X^T X, X^T y; PCA uses the sa
 target) or, for naive Bayes and each round of k-means, ``sum [class c] a_j`` and
 ``sum [class c] a_j**2``. A random forest's statistics are counts of rows of each class in each leaf
 of a tree (forest.py); each tree is a part of sensitivity 1 and they are whole numbers, noised on the
-grid 1.
+grid 1. Logistic regression measures no statistic: its one part is the solver's weights (logistic.py).
 
 Sensitivity (neighbours add or remove one row), from the declaration alone. Coordinates are grouped:
 a categorical feature's columns, and the class columns, are one group each (at most one of them is
@@ -44,6 +44,8 @@ from typing import Any
 import numpy as np
 
 from cloakroom_client.protocol.noise import Mechanism, gaussian_rho, make_rng
+from compute.engines.models.logistic import mechanisms as logistic_mechanisms
+from compute.engines.models.logistic import n_weights
 from compute.engines.models.spec import ModelSpec
 
 GRID = 2.0**-10
@@ -107,8 +109,8 @@ def parts(spec: ModelSpec) -> dict[str, list[Stat]]:
     """The statistics a model type measures, by part, as tuples of coordinates."""
     lay = layout(spec)
     features = range(1, lay.n_features + 1)
-    if spec.type == "random_forest":
-        return {}  # counts of rows in a tree's leaves, not sums of coordinates: see forest.py
+    if spec.type in ("random_forest", "logistic_regression"):
+        return {}  # a tree's leaf counts (forest.py) or a solver's noisy weights (logistic.py), not sums
     if spec.type == "kmeans":
         out: dict[str, list[Stat]] = {}
         for r in range(1, spec.params["iterations"] + 1):
@@ -122,8 +124,6 @@ def parts(spec: ModelSpec) -> dict[str, list[Stat]]:
             "class_sums_of_squares": [(c, j, j) for c in lay.targets for j in features if not lay.indicator[j]],
         }
     targets = lay.targets
-    if spec.type == "logistic_regression" and len(targets) == 2:
-        targets = targets[1:]  # binary: the positive class's column; the other is the count minus it
     return {
         "count": [(0, 0)],
         "sums": [(0, j) for j in features],
@@ -153,6 +153,8 @@ def sizes(spec: ModelSpec) -> dict[str, tuple[int, int]]:
     if spec.type == "random_forest":
         leaves = 2 ** spec.params["max_depth"] * len(spec.classes)
         return {f"tree_{t}": (leaves, 1) for t in range(1, spec.params["n_trees"] + 1)}
+    if spec.type == "logistic_regression":
+        return {name: (n_weights(spec) if name == "weights" else 1, 1) for name in logistic_mechanisms(spec, 1.0, 0.0)}
     return {name: (len(stats), signatures(spec, stats)) for name, stats in parts(spec).items() if stats}
 
 
@@ -172,6 +174,8 @@ def plan(spec: ModelSpec, epsilon: float, delta: float) -> dict[str, Mechanism]:
     forest's leaves) are whole numbers: grid 1, nothing rounded."""
     if not (math.isfinite(epsilon) and epsilon > 0):
         raise ValueError("epsilon must be a finite number > 0")
+    if spec.type == "logistic_regression":
+        return logistic_mechanisms(spec, epsilon, delta)
     signature = {name: size for name, (_, size) in sizes(spec).items()}
     total = sum(signature.values())
     integer = spec.type == "random_forest"

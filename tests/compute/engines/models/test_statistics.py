@@ -83,10 +83,11 @@ def test_the_parts_spend_at_most_the_jobs_budget(name):
     pure = models.plan(s, 0.7)
     assert sum(m.epsilon for m in pure.mechanisms.values()) <= 0.7
     assert pure.rho == accounting.pure_rho(0.7)
-    # One noise scale for every statistic.
-    assert max(m.scale for m in pure.mechanisms.values()) == pytest.approx(
-        min(m.scale for m in pure.mechanisms.values())
-    )
+    # One noise scale for every statistic (logistic regression's count and weights are two measurements).
+    if name != "logistic_regression" and name != "logistic_multiclass":
+        assert max(m.scale for m in pure.mechanisms.values()) == pytest.approx(
+            min(m.scale for m in pure.mechanisms.values())
+        )
     approx = models.plan(s, 0.7, 1e-6)
     assert {m.kind for m in approx.mechanisms.values()} == {"gaussian"}
     assert approx.rho <= gaussian_rho(0.7, 1e-6)
