@@ -89,7 +89,9 @@ def machine(load: float, seconds: dict[str, float], seeds: int) -> str:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
     ).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True).stdout
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True
+    ).stdout
     return (
         f"Run on {time.strftime('%Y-%m-%d at %H:%M UTC', time.gmtime())} at commit {commit}"
         f"{' (with uncommitted changes)' if dirty.strip() else ''}: {os.cpu_count()} cores, {platform.machine()}, "
