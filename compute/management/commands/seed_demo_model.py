@@ -42,8 +42,7 @@ MODEL = {
     "type": "logistic_regression",
     "features": ["mean_texture", "worst_area", "mean_concave_points"],
     "label": "diagnosis",
-    "params": {"C": 1.0},
-}
+}  # the type's default hyper-parameters, whatever they become
 MODEL_EPSILON = Decimal("3")
 PRICE_PER_PREDICTION = Decimal("0.01")
 # Ten tumours of the table (its first five malignant and first five benign), for README.md's tour.
