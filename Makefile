@@ -68,7 +68,7 @@ seed: migrate ## Create the demo accounts and datasets (safe to re-run)
 	$(MANAGE) seed_demo
 
 password: $(DEMO_ENV) ## Set a new password for a demo account: make password ACCOUNT=demo-buyer
-	@test -n '$(ACCOUNT)' || { echo "Name the account: make password ACCOUNT=demo-buyer (or demo-owner, admin)" >&2; exit 2; }
+	@test -n '$(ACCOUNT)' || { echo "Name the account: make password ACCOUNT=demo-buyer (or demo-owner, demo-modeller, admin)" >&2; exit 2; }
 	$(MANAGE) changepassword '$(ACCOUNT)'
 
 demo: venv $(DEMO_ENV) ## Run the demo (web, worker, beat) on http://127.0.0.1:8000/ or PORT; Ctrl-C stops it
@@ -78,8 +78,8 @@ demo: venv $(DEMO_ENV) ## Run the demo (web, worker, beat) on http://127.0.0.1:8
 	@echo
 	@echo "================================================================================"
 	@echo " Cloakroom demo: http://127.0.0.1:$(PORT)/"
-	@echo " Log in as demo-buyer, demo-owner or admin with the passwords printed above by"
-	@echo " seed_demo. They are shown only on the first run; on later runs reset one with"
+	@echo " Log in as demo-buyer, demo-owner, demo-modeller or admin with the passwords printed"
+	@echo " above by seed_demo. They are shown only on the first run; on later runs reset one with"
 	@echo "   $(if $(CLOAKROOM_VAR_DIR),CLOAKROOM_VAR_DIR=$(CLOAKROOM_VAR_DIR) )make password ACCOUNT=demo-buyer"
 	@echo " API docs: http://127.0.0.1:$(PORT)/api/docs/    Admin: http://127.0.0.1:$(PORT)/admin/"
 	@echo "================================================================================"

@@ -13,17 +13,23 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import requests
 
+from cloakroom_client import models as sdk_models
 from tests.integration.live import REPO_ROOT, clean_env, free_port
 
 pytestmark = pytest.mark.integration
@@ -32,7 +38,8 @@ README = REPO_ROOT / "README.md"
 README_URL = "http://127.0.0.1:8000"
 # The shared virtual environment is never reinstalled by a test: `make -o STAMP` takes it as it is.
 MAKE = ["make", "--no-print-directory", "-o", ".venv/.requirements-installed"]
-PASSWORD_LINE = re.compile(r"^\s*(demo-owner|demo-buyer|admin)\s+.*password: (\S+)\s*$", re.MULTILINE)
+PASSWORD_LINE = re.compile(r"^\s*(demo-owner|demo-buyer|demo-modeller|admin)\s+.*password: (\S+)\s*$", re.MULTILINE)
+MODEL_TOUR = "A model, and predictions on encrypted rows"
 HTTP_TIMEOUT = 30
 # Each curl call of the tour reports "@@ METHOD STATUS URL" on stderr; its stdout is left as it is.
 CURL_SPY = "curl() { command curl -w '%{stderr}@@ %{method} %{http_code} %{url_effective}\\n' \"$@\"; }\n"
@@ -69,6 +76,15 @@ def curl_tour(text: str) -> list[str]:
 
 def python_snippets(text: str) -> list[str]:
     return [b.code for b in readme_blocks(text) if b.lang == "python"]
+
+
+def section_blocks(text: str, heading: str, lang: str) -> list[str]:
+    return [b.code for b in readme_blocks(text) if b.heading == heading and b.lang == lang]
+
+
+def in_a_checkout(folder: Path) -> None:
+    """What the README's commands read from the checkout they are run in: the sample rows."""
+    shutil.copytree(REPO_ROOT / "docs" / "examples", folder / "docs" / "examples")
 
 
 @dataclass
@@ -154,7 +170,7 @@ def demo(tmp_path_factory) -> Iterator[Demo]:
     try:
         content = wait_for(log, "is ready", process, timeout=400)
         passwords = dict(PASSWORD_LINE.findall(content))
-        assert set(passwords) == {"demo-owner", "demo-buyer", "admin"}, content
+        assert set(passwords) == {"demo-owner", "demo-buyer", "demo-modeller", "admin"}, content
         yield Demo(url=f"http://127.0.0.1:{port}", env=env, var_dir=var_dir, log=log, passwords=passwords)
     finally:
         stop(process)
@@ -225,6 +241,7 @@ def test_the_curl_tour_runs_as_written(demo, tmp_path):
 
 def test_the_python_snippets_run_as_written(demo, tmp_path):
     code = "".join(demo.as_reader(snippet) for snippet in python_snippets(README.read_text()))
+    in_a_checkout(tmp_path)
     buyer = demo.key("demo-buyer")
     before = {p["id"] for p in demo.get("/api/v1/purchases/", buyer)["results"]}
     result = subprocess.run(
@@ -237,6 +254,8 @@ def test_the_python_snippets_run_as_written(demo, tmp_path):
     )
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     assert "ci95_low" in result.stdout and "ci95_high" in result.stdout, result.stdout
+    # The model snippet: demo-modeller's estimator, then demo-buyer's ten predictions on encrypted rows.
+    assert "['malignant' 'benign']" in result.stdout and "probability_benign prediction" in result.stdout
 
     datasets = {d["title"]: d for d in demo.get("/api/v1/datasets/", buyer)["results"]}
     dp = datasets["Diabetes progression"]
@@ -251,6 +270,53 @@ def test_the_python_snippets_run_as_written(demo, tmp_path):
     dp_job = next(j for j in jobs if j["dataset"] == dp["id"])
     assert he_job["status"] == "released" and dp_job["status"] == "released", jobs
     assert dp_job["query"]["group_by"] == ["sex"] and he_job["query"]["column"] == "bmi"
+
+
+def test_the_model_tour_predicts_with_the_seeded_model_as_written(demo, tmp_path):
+    """The README's model section against the demo: what make demo printed of its model, the catalogue
+    call, then `cloakroom login`, `models` and `predict` as a reader types them (the command from the
+    checkout, as `python -m cloakroom_client.cli`), on the README's sample rows."""
+    text = README.read_text()
+    printed = next(b for b in readme_blocks(text) if b.heading == MODEL_TOUR and b.lang == "text").code
+    log = demo.log.read_text(errors="replace")
+    for line in printed.splitlines():
+        assert line in log, (line, log)
+
+    buyer, modeller = demo.key("demo-buyer"), demo.key("demo-modeller")
+    credits = {
+        who: Decimal(demo.get("/api/v1/me/", key)["credits"]) for who, key in (("buyer", buyer), ("modeller", modeller))
+    }
+    in_a_checkout(tmp_path)
+    command = f'cloakroom() {{ {shlex.quote(sys.executable)} -m cloakroom_client.cli "$@"; }}\n'
+    script = command + CURL_SPY + "".join(demo.as_reader(block) for block in section_blocks(text, MODEL_TOUR, "sh"))
+    env = {
+        **demo.env,
+        "PYTHONPATH": str(REPO_ROOT),
+        "KEY": buyer["Authorization"].removeprefix("Bearer "),
+        "CLOAKROOM_URL": demo.url,
+        "CLOAKROOM_PASSWORD": demo.passwords["demo-buyer"],
+        "CLOAKROOM_CREDENTIALS": str(tmp_path / "credentials.json"),
+    }
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert spied_calls(result.stderr)[0] == ("GET", "/api/v1/models/", 200), result.stderr
+    assert "demo-modeller  Breast cancer: malignant or benign (DP logistic regression)" in result.stdout
+    assert "wrote scores.csv (10 rows)" in result.stderr
+
+    # One row per sample row, with a `prediction` column: the labels of the released model's parameters.
+    scores = pd.read_csv(tmp_path / "scores.csv")
+    assert list(scores.columns) == ["score_benign", "probability_benign", "prediction"]
+    rows = pd.read_csv(tmp_path / "docs" / "examples" / "tumours.csv")
+    trained = next(j for j in demo.get("/api/v1/jobs/", modeller)["results"] if j["kind"] == "train")
+    doc = demo.get(f"/api/v1/jobs/{trained['id']}/model/", modeller)
+    plain = sdk_models.scores(doc, sdk_models.design_matrix(doc, rows))[:, 0]
+    assert np.max(np.abs(scores["score_benign"].to_numpy() - plain)) < 1e-3
+    assert scores["prediction"].tolist() == ["benign" if s > 0 else "malignant" for s in plain]
+    # Ten rows at 0.01 credits, from demo-buyer to demo-modeller.
+    after = {
+        who: Decimal(demo.get("/api/v1/me/", key)["credits"]) for who, key in (("buyer", buyer), ("modeller", modeller))
+    }
+    assert after == {"buyer": credits["buyer"] - Decimal("0.10"), "modeller": credits["modeller"] + Decimal("0.10")}
 
 
 def test_the_pages_link_an_icon_that_the_demo_serves(demo):

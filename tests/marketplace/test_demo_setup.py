@@ -128,7 +128,7 @@ def test_a_second_seed_prints_the_changepassword_line_with_the_demos_settings(va
     call_command("seed_demo", stdout=out)
     lines = out.getvalue().splitlines()
     at = lines.index(
-        "Already there, passwords unchanged: demo-owner, demo-buyer, admin. To set a new one for demo-buyer:"
+        "Already there, passwords unchanged: demo-owner, demo-buyer, demo-modeller, admin. To set a new one for demo-buyer:"
     )
     assert lines[at + 1].strip() == demo.manage_command("changepassword", "demo-buyer")
     assert "honcho -e" in lines[at + 1] and "<" not in lines[at + 1]

@@ -57,24 +57,28 @@ def snapshot() -> dict:
 # seed_demo ------------------------------------------------------------------------------------
 
 
-def test_seed_demo_creates_an_owner_a_buyer_with_credits_and_a_superuser():
+def test_seed_demo_creates_an_owner_two_buyers_with_credits_and_a_superuser():
     seed()
     owner = User.objects.get(username="demo-owner")
     buyer = User.objects.get(username="demo-buyer")
+    modeller = User.objects.get(username="demo-modeller")
     admin = User.objects.get(username="admin")
     assert (owner.is_owner, owner.is_buyer) == (True, False)
     assert (buyer.is_owner, buyer.is_buyer) == (False, True)
+    assert (modeller.is_owner, modeller.is_buyer) == (False, True)
     assert admin.is_superuser and admin.is_staff
     assert wallet_balance(user=buyer) >= Decimal("1000.00")
+    # The modeller's 1000, less the epsilon it bought for the demo's model (tests/compute/test_seed_demo_model.py).
+    assert wallet_balance(user=modeller) == Decimal("1000.00") - Purchase.objects.get(buyer=modeller).price
 
 
 def test_seed_demo_prints_a_working_password_for_each_new_account():
     output = seed()
     passwords = dict(PASSWORD_LINE.findall(output))
-    assert set(passwords) == {"demo-owner", "demo-buyer", "admin"}
+    assert set(passwords) == {"demo-owner", "demo-buyer", "demo-modeller", "admin"}
     for username, password in passwords.items():
         assert User.objects.get(username=username).check_password(password), username
-    assert len(set(passwords.values())) == 3
+    assert len(set(passwords.values())) == 4
 
 
 def test_seed_demo_publishes_both_datasets_with_the_row_counts_of_the_sklearn_tables():
@@ -132,7 +136,7 @@ def test_running_seed_demo_twice_creates_nothing_new_and_keeps_the_passwords():
     output = seed()
     assert snapshot() == before
     assert "password:" not in output
-    assert "Already there, passwords unchanged: demo-owner, demo-buyer, admin" in output
+    assert "Already there, passwords unchanged: demo-owner, demo-buyer, demo-modeller, admin" in output
 
 
 def test_seed_demo_publishes_a_dataset_left_in_draft_by_an_interrupted_run():

@@ -1,4 +1,5 @@
-"""Seed the demo: three accounts, two published DP datasets and one HE dataset built from real data.
+"""Seed the demo: four accounts, two published DP datasets and one HE dataset built from real data, and
+(by seed_demo_model, run last) a DP model of the breast-cancer table published for encrypted inference.
 
 The data are two tables that scikit-learn ships inside its package (no download): the Wisconsin
 breast-cancer diagnostic table (569 tumours) and the diabetes progression table (442 patients).
@@ -16,8 +17,8 @@ through the same upload, check and publish services as ``cloakroom he publish``.
 (the ``keyagent`` process of the Procfile) holds that keystore and an API key of demo-owner, written
 once to ``var/demo-owner-agent.key`` (mode 0600).
 
-Running the command twice is safe: existing users keep their passwords and existing datasets are
-left as they are, so a second run creates nothing.
+Running the command twice is safe: existing users keep their passwords and existing datasets (and the
+model) are left as they are, so a second run creates nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pathlib import Path
 import pandas as pd
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
@@ -53,8 +55,11 @@ from marketplace.services import DatasetInput, dataset_create, dataset_publish
 
 DEMO_OWNER = "demo-owner"
 DEMO_BUYER = "demo-buyer"
+# A second buyer, who bought budget of the breast-cancer table, trained the demo's model on it and sells
+# predictions of it (compute/management/commands/seed_demo_model.py).
+DEMO_MODELLER = "demo-modeller"
 DEMO_ADMIN = "admin"
-# The buyer starts with at least this many credits, whatever CLOAKROOM_SIGNUP_CREDITS says.
+# The buyers start with at least this many credits, whatever CLOAKROOM_SIGNUP_CREDITS says.
 DEMO_BUYER_CREDITS = Decimal("1000.00")
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
 PASSWORD_LENGTH = 20
@@ -201,8 +206,8 @@ AGENT_KEY_FILE_NAME = "demo-owner-agent.key"
 
 class Command(BaseCommand):
     help = (
-        "Create the demo accounts (demo-owner, demo-buyer, admin), two published DP datasets and one HE dataset. "
-        "Safe to re-run."
+        "Create the demo accounts (demo-owner, demo-buyer, demo-modeller, admin), two published DP datasets, one HE "
+        "dataset and a DP model published for encrypted inference. Safe to re-run."
     )
 
     def handle(self, *args, **options) -> None:
@@ -215,6 +220,10 @@ class Command(BaseCommand):
         if password is not None:
             self._top_up(buyer)
         self._note(buyer, password, "buyer", created_passwords, existing)
+        modeller, password = self._user(DEMO_MODELLER, roles=["buyer"])
+        if password is not None:
+            self._top_up(modeller)
+        self._note(modeller, password, "buyer, sells a model", created_passwords, existing)
         admin, password = self._admin()
         self._note(admin, password, "administrator (/admin/)", created_passwords, existing)
 
@@ -222,6 +231,8 @@ class Command(BaseCommand):
         datasets.append(self._he_dataset(owner))
         self._agent_key(owner)
         self._summary(created_passwords, existing, datasets, buyer)
+        # The demo's model and its listing are compute's (which marketplace cannot import): by name.
+        call_command("seed_demo_model", stdout=self.stdout, stderr=self.stderr)
 
     # Accounts -------------------------------------------------------------------------------
 
@@ -359,7 +370,7 @@ class Command(BaseCommand):
                 self.style.SUCCESS("Demo accounts created. Passwords are shown ONCE here and stored nowhere else:")
             )
             for username, role, password in created:
-                out.write(f"  {username:<12} {role:<24} password: {password}")
+                out.write(f"  {username:<13} {role:<24} password: {password}")
         if existing:
             # A command that works as printed: with the demo's settings file when there is one.
             account = DEMO_BUYER if DEMO_BUYER in existing else existing[0]
