@@ -1,4 +1,4 @@
-"""Server-rendered pages of the compute app: the query forms of each kind on the dataset page (with their
+"""Server-rendered pages of the compute app: the query forms of each kind and the training form on the dataset page (with their
 live estimates), the form that tries a query on fake data, the buyer's job list, and a job's page with
 its result, receipt and downloads.
 
@@ -10,6 +10,7 @@ from compute.views.dp_query import estimate_fragment, job_submit, query_context,
 from compute.views.dummy import dummy_context, dummy_form_fragment, dummy_query
 from compute.views.he_query import he_estimate_fragment, he_job_submit, he_query_context
 from compute.views.jobs import job_body, job_cancel, job_detail, my_jobs, my_jobs_table
+from compute.views.train import train_context, train_estimate_fragment, train_form_fragment, train_submit
 
 __all__ = [
     "dummy_context",
@@ -27,4 +28,8 @@ __all__ = [
     "my_jobs_table",
     "query_context",
     "query_form_fragment",
+    "train_context",
+    "train_estimate_fragment",
+    "train_form_fragment",
+    "train_submit",
 ]
