@@ -1,4 +1,4 @@
-"""Pages for query jobs, and for trying queries on fake data. None of these routes serves a stored file."""
+"""Pages for query and training jobs, for trying queries on fake data, and for published models. None of these routes serves a stored file."""
 
 from django.urls import path
 
@@ -20,4 +20,8 @@ urlpatterns = [
     path("jobs/<int:job_id>/", views.job_detail, name="job-detail"),
     path("jobs/<int:job_id>/body/", views.job_body, name="job-body"),
     path("jobs/<int:job_id>/cancel/", views.job_cancel, name="job-cancel"),
+    path("jobs/<int:job_id>/publish/", views.job_publish, name="job-publish"),
+    path("models/", views.model_catalogue, name="model-catalogue"),
+    path("models/mine/", views.my_models, name="my-models"),
+    path("models/<int:listing_id>/", views.model_detail, name="model-detail"),
 ]
