@@ -80,3 +80,21 @@ def trained_models(*, user: User) -> QuerySet[Job]:
 def models_on_datasets(*, owner: User) -> QuerySet[ModelListing]:
     """Published models trained on the owner's datasets."""
     return listing_list().filter(job__dataset__owner=owner).select_related("job__dataset")
+
+
+def model_counts(*, dataset_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Per dataset: the models released on it (train jobs) and how many of them are published."""
+    trained = (
+        Job.objects.filter(dataset_id__in=dataset_ids, kind=Job.Kind.TRAIN, status=Job.Status.RELEASED)
+        .values("dataset_id")
+        .annotate(n=Count("id"))
+    )
+    listed = (
+        ModelListing.objects.filter(job__dataset_id__in=dataset_ids).values("job__dataset_id").annotate(n=Count("id"))
+    )
+    out = {pk: {"trained": 0, "published": 0} for pk in dataset_ids}
+    for row in trained:
+        out[row["dataset_id"]]["trained"] = row["n"]
+    for row in listed:
+        out[row["job__dataset_id"]]["published"] = row["n"]
+    return out

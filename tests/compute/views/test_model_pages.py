@@ -224,3 +224,25 @@ def test_the_trainer_sees_each_model_with_the_predictions_it_sold(buyer, outside
     assert '<dd class="rows-predicted">127</dd>' in page and "6.35 credits" in page
     # Another user trained nothing.
     assert "You have not trained a model yet" in logged_in(outsider).get(reverse("my-models")).content.decode()
+
+
+def test_the_owners_dashboard_counts_the_models_on_each_dataset_and_what_they_sold(
+    owner, buyer, outsider, api, purchase, dp_dataset
+):
+    listing = published(api, purchase, title="Membership", price="0.10")
+    train(api, purchase, "pca")  # trained, not published
+    sell(listing, outsider, 30, Prediction.Status.DELIVERED)
+    sell(listing, outsider, 5, Prediction.Status.FAILED)
+    html = logged_in(owner).get(reverse("owner-dashboard")).content.decode()
+    card = by_id(html, f"dataset-{dp_dataset.pk}")
+    assert '<dd class="models-trained">2</dd>' in card and '<dd class="models-published">1</dd>' in card
+    table = find_all(html, lambda tag, attrs: tag == "table" and "models-sold-table" in (attrs.get("class") or ""))[0]
+    row = table.split("<tbody>")[1]
+    for text in ("Membership", "logistic regression", "People", "bob", "0.10"):
+        assert text in row
+    assert '<td class="num predictions">1</td>' in row
+    assert '<td class="num rows-predicted">30</td>' in row and '<td class="num revenue">3.00</td>' in row
+    assert "30 rows scored in all, for 3.00 credits." in html
+    # Another owner's dashboard shows none of it.
+    other = logged_in(outsider).get(reverse("owner-dashboard")).content.decode()
+    assert "Membership" not in other and "No model trained on your datasets is published yet." in other
