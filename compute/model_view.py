@@ -164,7 +164,8 @@ def training_view(training: dict[str, Any]) -> dict[str, Any]:
         else:
             declared = "false, true"
         bounds.append([b.get("name"), "label" if b.get("label") else "feature", b.get("kind"), declared])
-    declared = {"caption": "Declared bounds used", "header": ["Column", "Role", "Kind", "Declared"], "rows": bounds}
+    header = ["Column", "Role", "Kind", "Declared"]
+    declared = {"caption": "Declared bounds used", "header": header, "rows": bounds, "text": True}
     return {
         "tables": [parts, declared],
         "notes": [

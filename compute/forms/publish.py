@@ -26,7 +26,10 @@ class PublishForm(forms.Form):
         super().__init__(*args, **kwargs)
 
     def attach(self, errors: dict[str, Any]) -> None:
-        """Put the serializer's or the service's errors beside the control they name; the rest on top."""
+        """Put the serializer's or the service's errors beside the control they name (unless the form's own
+        check, such as a required field left empty, said it already); the rest on top."""
         for name, reasons in errors.items():
+            if name in self.errors:
+                continue
             for reason in reasons if isinstance(reasons, list) else [reasons]:
                 self.add_error(name if name in self.fields else None, str(reason))

@@ -131,6 +131,7 @@ def test_a_bad_title_or_price_is_shown_beside_its_field(buyer, api, purchase, da
     html = response.content.decode()
     control = find_all(html, lambda tag, attrs: f"field-{field}" in (attrs.get("class") or "").split())[0]
     assert "has-error" in control and words in control.lower()
+    assert "may not be blank" not in control  # one message for one mistake, the form's or the API's
     assert not ModelListing.objects.exists()
 
 
