@@ -16,7 +16,9 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from compute import model_view
 from compute.activity import DatasetActivity, budget_steps, dataset_activity
+from compute.inference import selectors as models
 from marketplace import charts
 from marketplace import selectors as market
 
@@ -62,12 +64,19 @@ def _card(activity: DatasetActivity, now: datetime) -> dict[str, object]:
 @login_required
 @require_GET
 def owner_dashboard(request: HttpRequest) -> HttpResponse:
-    """Each of the owner's datasets with the share of its budget used over time, earnings, buyers and
-    jobs by status. Only budget, money and counts: released values belong to the buyers who paid for them."""
+    """Each of the owner's datasets with the share of its budget used over time, earnings, buyers, jobs by
+    status and the models trained on it; then the models published from them with the predictions they
+    sold. Only budget, money and counts: released values belong to the buyers who paid for them."""
     datasets = market.dataset_list(user=request.user, mine=True).order_by("-created_at", "-id")
     page_obj = Paginator(datasets, DASHBOARD_PAGE_SIZE).get_page(request.GET.get("page"))
     now = timezone.now()
     cards = [_card(a, now) for a in dataset_activity(owner=request.user, datasets=list(page_obj.object_list))]
+    counts = models.model_counts(dataset_ids=[card["dataset"].pk for card in cards])
+    for card in cards:
+        card["models"] = counts[card["dataset"].pk]
+    sold = models.sales_of(list(models.models_on_datasets(owner=request.user)))
+    for row in sold:
+        row["type"] = model_view.TYPE_NAMES.get(row["listing"].model.get("type"), "")
     return render(
         request,
         "marketplace/dashboard.html",
@@ -76,5 +85,7 @@ def owner_dashboard(request: HttpRequest) -> HttpResponse:
             "cards": cards,
             "totals": market.owner_totals(owner=request.user),
             "commit_rows": DASHBOARD_COMMIT_ROWS,
+            "models_sold": sold,
+            "models_totals": models.sales_totals(sold),
         },
     )

@@ -10,33 +10,38 @@ from typing import Any
 
 from django import template
 
-from compute.views import dummy_context, he_query_context, query_context
+from compute.views import dummy_context, he_query_context, query_context, train_context
 
 register = template.Library()
 
 
 @register.inclusion_tag("compute/_query_section.html", takes_context=True)
 def query_section(context: template.Context) -> dict[str, Any]:
-    """The query form for the current dataset, for a buyer holding a purchase of it, and the form
-    that tries a query on the dataset's fake table, for anyone.
+    """The query form (and, on a DP dataset, the training form) for the current dataset, for a buyer
+    holding a purchase of it, and the form that tries a query on the dataset's fake table, for anyone.
 
     A view that already validated the form (a submission with errors) puts it in the context as
-    ``query_panel``; otherwise a fresh form is built here.
+    ``query_panel`` (``train_panel``); otherwise a fresh form is built here.
     """
     request = context["request"]
     dataset = context["dataset"]
     query = context.get("query_panel")
     he_query = context.get("he_query_panel")
+    train = context.get("train_panel")
     if dataset.mode == "he":
-        query = None
+        query = train = None
         if he_query is None:
             he_query = he_query_context(user=request.user, dataset=dataset)
-    elif query is None:
-        query = query_context(user=request.user, dataset=dataset)
+    else:
+        if query is None:
+            query = query_context(user=request.user, dataset=dataset)
+        if train is None:
+            train = train_context(user=request.user, dataset=dataset)
     dummy = context.get("dummy_panel") or dummy_context(dataset=dataset)
     return {
         "query": query,
         "he_query": he_query,
+        "train": train,
         "dummy": dummy,
         "request": request,
         "csrf_token": context.get("csrf_token"),

@@ -1,5 +1,6 @@
 """What the query pages of every kind share: the buyer's purchases of a dataset, the dataset a form posts
-to, and the dataset page the forms live on (the marketplace's page with the query panels added)."""
+to, the dataset page the forms live on (the marketplace's page with the query panels added), and a
+form's errors as an estimate panel lists them."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def dataset_page(
     status: int = 200,
     he_query: dict[str, Any] | None = None,
     dummy_panel: dict[str, Any] | None = None,
+    train_panel: dict[str, Any] | None = None,
 ) -> HttpResponse:
     # The dataset page is the marketplace's; its context comes from there, the query panels from here.
     context = {
@@ -42,5 +44,12 @@ def dataset_page(
         "query_panel": query,
         "he_query_panel": he_query,
         "dummy_panel": dummy_panel,
+        "train_panel": train_panel,
     }
     return render(request, "marketplace/dataset_detail.html", context, status=status)
+
+
+def form_errors(form: Any) -> list[tuple[str, str]]:
+    """Every error on a form as (control label, message), for an estimate panel's list."""
+    labels = form.fields
+    return [(str(labels[n].label if n in labels else "Query"), str(e)) for n, es in form.errors.items() for e in es]

@@ -14,7 +14,7 @@ from accounts.models import User
 from compute import presentation, services
 from compute.forms.he_query import HeQueryForm
 from compute.models import Job
-from compute.views.common import dataset_for_query, dataset_page, query_purchases
+from compute.views.common import dataset_for_query, dataset_page, form_errors, query_purchases
 from config.exceptions import ServiceError
 from marketplace.models import Dataset
 
@@ -47,14 +47,9 @@ def he_query_context(*, user: User, dataset: Dataset, data: QueryDict | None = N
     }
 
 
-def _form_errors(form) -> list[tuple[str, str]]:
-    labels = form.fields
-    return [(str(labels[n].label if n in labels else "Query"), str(e)) for n, es in form.errors.items() for e in es]
-
-
 def _he_estimate(user: User, form) -> dict[str, Any]:
     if not form.is_valid():
-        return {"errors": _form_errors(form)}
+        return {"errors": form_errors(form)}
     try:
         est = services.job_estimate(
             user=user,
@@ -64,7 +59,7 @@ def _he_estimate(user: User, form) -> dict[str, Any]:
         )
     except ServiceError as exc:
         form.attach(exc)
-        return {"errors": _form_errors(form)}
+        return {"errors": form_errors(form)}
     return {
         "estimate": est,
         "noise_scale": presentation.fmt(est.noise_scale),

@@ -1,4 +1,5 @@
-"""The buyer's job list and a job's page with its result, receipt and downloads; another user's job is a 404."""
+"""The buyer's job list and a job's page with its result (or its model), receipt and downloads; another
+user's job is a 404."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from django.shortcuts import redirect, render
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_POST
 
-from compute import presentation, receipts, selectors, services
-from compute.models import Job
+from compute import model_view, presentation, receipts, selectors, services
+from compute.forms.publish import PublishForm
+from compute.models import Job, ModelListing
 from config.exceptions import NotFound, ServiceError
 
 JOBS_PAGE_SIZE = 25
@@ -23,7 +25,7 @@ POLL_EVERY = "2s"
 
 def _jobs_context(request: HttpRequest) -> dict[str, Any]:
     page_obj = Paginator(selectors.job_list(user=request.user), JOBS_PAGE_SIZE).get_page(request.GET.get("page"))
-    jobs = [{"job": job, "query": presentation.describe_query(job.spec)} for job in page_obj.object_list]
+    jobs = [{"job": job, "query": _describe(job)} for job in page_obj.object_list]
     return {
         "page_obj": page_obj,
         "jobs": jobs,
@@ -56,8 +58,15 @@ def _own_job(request: HttpRequest, job_id: int) -> Job:
         raise Http404("No such job.") from None
 
 
-def _job_context(job: Job) -> dict[str, Any]:
+def _describe(job: Job) -> str:
+    return model_view.describe_model(job.spec) if job.kind == Job.Kind.TRAIN else presentation.describe_query(job.spec)
+
+
+def job_context(job: Job, publish_form: PublishForm | None = None) -> dict[str, Any]:
+    """A job's page: its status, its answer (or, for a train job, its model and the form that publishes
+    it), its receipt and its downloads."""
     released = job.status == Job.Status.RELEASED and bool(job.result)
+    trained = released and job.kind == Job.Kind.TRAIN
     receipt = receipts.receipt(job)
     if receipt:
         receipt["noise_scale_text"] = presentation.fmt(receipt.get("noise_scale"))
@@ -69,11 +78,20 @@ def _job_context(job: Job) -> dict[str, Any]:
         receipt["released_at_time"] = parse_datetime(receipt.get("released_at") or "")
         receipt["purchase_after_text"] = presentation.cumulative_text(receipt.get("purchase_after"), "the allotment")
         receipt["dataset_after_text"] = presentation.cumulative_text(receipt.get("dataset_after"), "its budget")
+        if receipt.get("training"):
+            receipt["training_view"] = model_view.training_view(receipt["training"])
+    model = model_view.model_view(job.result.get("model") or {}) if trained else None
+    listing = ModelListing.objects.filter(job=job).first() if trained else None
+    if model and model["servable"] and listing is None and publish_form is None:
+        publish_form = PublishForm()
     return {
         "job": job,
-        "query": presentation.describe_query(job.spec),
+        "query": _describe(job),
         "open": job.status in Job.OPEN_STATUSES,
-        "result": presentation.result_view(job.result, job.spec) if released else None,
+        "result": presentation.result_view(job.result, job.spec) if released and not trained else None,
+        "model": model,
+        "listing": listing,
+        "publish_form": publish_form if model and model["servable"] and listing is None else None,
         "receipt": receipt,
         "poll_every": POLL_EVERY,
     }
@@ -82,14 +100,14 @@ def _job_context(job: Job) -> dict[str, Any]:
 @login_required
 @require_GET
 def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
-    return render(request, "compute/job_detail.html", _job_context(_own_job(request, job_id)))
+    return render(request, "compute/job_detail.html", job_context(_own_job(request, job_id)))
 
 
 @login_required
 @require_GET
 def job_body(request: HttpRequest, job_id: int) -> HttpResponse:
     """The job's status, result and receipt alone, fetched again while the job is open (htmx)."""
-    return render(request, "compute/_job_body.html", _job_context(_own_job(request, job_id)))
+    return render(request, "compute/_job_body.html", job_context(_own_job(request, job_id)))
 
 
 @login_required

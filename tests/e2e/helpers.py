@@ -95,14 +95,13 @@ def api_buy(site: LiveSite, headers: dict[str, str], dataset_id: int, epsilon: s
     return response.json()
 
 
-def api_run_job(site: LiveSite, headers: dict[str, str], purchase_id: int, query: dict, epsilon: str) -> dict:
-    """Submit a job and wait for the worker to release it; return the released job."""
-    response = requests.post(
-        site.api("jobs/"),
-        headers=headers,
-        json={"purchase": purchase_id, "query": query, "epsilon": epsilon},
-        timeout=HTTP_TIMEOUT,
-    )
+def api_run_job(
+    site: LiveSite, headers: dict[str, str], purchase_id: int, query: dict, epsilon: str, kind: str = "query"
+) -> dict:
+    """Submit a job (``kind`` "train": ``query`` is the model) and wait for the worker to release it;
+    return the released job."""
+    body = {"purchase": purchase_id, "kind": kind, "model" if kind == "train" else "query": query, "epsilon": epsilon}
+    response = requests.post(site.api("jobs/"), headers=headers, json=body, timeout=HTTP_TIMEOUT)
     assert response.status_code in (200, 201, 202), response.text
     job_id = response.json()["id"]
 

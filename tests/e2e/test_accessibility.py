@@ -1,8 +1,10 @@
-"""Accessibility basics in a real browser: at phone width (375 px) the main pages fit the screen
-without scrolling sideways, every form control has a label, and a buyer can find and buy budget
+"""Accessibility basics in a real browser: at phone width (375 px) the main pages (the model pages
+among them) fit the screen without scrolling sideways, every form control has a label, and a buyer can find and buy budget
 with the keyboard alone."""
 
 from __future__ import annotations
+
+import requests
 
 from tests.e2e.helpers import (
     DESKTOP,
@@ -56,13 +58,22 @@ def test_main_pages_fit_a_phone_and_label_every_control(live_site, new_page):
         live_site, buyer, purchase["id"], {"aggregate": "mean", "column": "age", "group_by": ["region"]}, "0.5"
     )
 
+    model = {"type": "logistic_regression", "features": ["age", "region", "visits"], "label": "smoker"}
+    trained = api_run_job(live_site, buyer, purchase["id"], model, "1", kind="train")
+    listed = api_publish_model(live_site, buyer, api_run_job(live_site, buyer, purchase["id"], model, "0.5", "train"))
+
     page = new_page(*PHONE)
     log_in(page, "bram")
     check_page(page, "/", min_controls=6)  # the catalogue: search and five filters
-    check_page(page, f"/datasets/{dataset['id']}/", min_controls=8)  # buy form and query builder
+    check_page(page, f"/datasets/{dataset['id']}/", min_controls=18)  # buy form, query builder and training form
     screenshot(page, "dataset-phone.png")
     check_page(page, "/jobs/", min_controls=0)
     check_page(page, f"/jobs/{job['id']}/", min_controls=0)
+    check_page(page, f"/jobs/{trained['id']}/", min_controls=2)  # the model and the form that publishes it
+    screenshot(page, "released-model-phone.png")
+    check_page(page, "/models/", min_controls=0)
+    check_page(page, f"/models/{listed['id']}/", min_controls=0)
+    check_page(page, "/models/mine/", min_controls=0)
     check_page(page, "/purchases/", min_controls=0)
     check_page(page, "/accounts/wallet/", min_controls=0)
     check_page(page, "/accounts/keys/", min_controls=1)
@@ -71,10 +82,22 @@ def test_main_pages_fit_a_phone_and_label_every_control(live_site, new_page):
     owner_page = new_page(*PHONE)
     log_in(owner_page, "olga")
     check_page(owner_page, "/dashboard/", min_controls=0)
-    assert owner_page.locator(".burn-point").count() == 1
+    assert owner_page.locator(".models-sold-table tbody tr").count() == 1
+    assert owner_page.locator(".burn-point").count() == 3  # the query and the two models
     screenshot(owner_page, "owner-dashboard-phone.png")
     check_page(owner_page, "/datasets/new/", min_controls=20)  # metadata, file and three column rows
     check_page(owner_page, f"/datasets/{dataset['id']}/", min_controls=0)
+
+
+def api_publish_model(site, headers: dict[str, str], job: dict) -> dict:
+    body = {
+        "job": job["id"],
+        "title": "Smokers, a model with a long title for a narrow screen",
+        "price_per_prediction": "0.01",
+    }
+    response = requests.post(site.api("models/"), headers=headers, json=body, timeout=30)
+    assert response.status_code == 201, response.text
+    return response.json()
 
 
 def tab_to(page, selector: str, limit: int = 60) -> None:

@@ -17,6 +17,7 @@ from tests.e2e.helpers import (
     log_in,
 )
 from tests.e2e.phone import INTERVAL_LABELS, check_tables
+from tests.e2e.test_accessibility import api_publish_model
 from tests.e2e.test_buyer_journey import clinic_csv, metadata
 
 pytestmark = E2E
@@ -26,6 +27,10 @@ TABLE_TEMPLATES = {
     "accounts/api_keys.html": "/accounts/keys/",
     "accounts/wallet.html": "/accounts/wallet/",
     "compute/_jobs_table.html": "/jobs/",
+    "compute/_model_tables.html": "/jobs/<id>/ (a train job: its parameters, noisy parts and bounds)",
+    "compute/_models_sold.html": "/models/mine/",
+    "compute/model_catalogue.html": "/models/",
+    "compute/model_detail.html": "/models/<id>/",
     "compute/_result.html": "/jobs/<id>/ (interval, histogram and quantile answers)",
     "marketplace/dashboard.html": "/dashboard/",
     "marketplace/dataset_detail.html": "/datasets/<id>/",
@@ -54,6 +59,9 @@ def test_every_table_keeps_its_words_whole_at_phone_width(live_site, new_page):
     buyer = api_headers(live_site, "bram")
     purchase = api_buy(live_site, buyer, dataset["id"], "3")
     jobs = {name: api_run_job(live_site, buyer, purchase["id"], q, "0.5") for name, q in QUERIES.items()}
+    model = {"type": "logistic_regression", "features": ["age", "region", "visits"], "label": "smoker"}
+    trained = api_run_job(live_site, buyer, purchase["id"], model, "1", kind="train")
+    listed = api_publish_model(live_site, buyer, trained)
 
     page = new_page(*PHONE)
     log_in(page, "bram")
@@ -65,6 +73,10 @@ def test_every_table_keeps_its_words_whole_at_phone_width(live_site, new_page):
     check_tables(page, "/accounts/keys/", tables=1)
     check_tables(page, f"/jobs/{jobs['histogram']['id']}/", tables=1)
     check_tables(page, f"/jobs/{jobs['quantile']['id']}/", tables=1)
+    check_tables(page, f"/jobs/{trained['id']}/", tables=3)  # coefficients, noisy parts, declared bounds
+    check_tables(page, "/models/", tables=1)
+    check_tables(page, f"/models/{listed['id']}/", tables=1)  # the encoding
+    check_tables(page, "/models/mine/", tables=1)
     check_tables(page, f"/jobs/{jobs['interval']['id']}/", tables=1)
     labels = page.evaluate(INTERVAL_LABELS)
     assert len(labels["low"]) == 8  # four regions by smoker or not
@@ -73,7 +85,7 @@ def test_every_table_keeps_its_words_whole_at_phone_width(live_site, new_page):
 
     owner_page = new_page(*PHONE)
     log_in(owner_page, "olga")
-    check_tables(owner_page, "/dashboard/", tables=1)  # the burn-down chart as a table
+    check_tables(owner_page, "/dashboard/", tables=2)  # the burn-down chart as a table, the models sold
     check_tables(owner_page, "/datasets/mine/", tables=1)
     check_tables(owner_page, f"/datasets/{dataset['id']}/", tables=1)
     check_tables(owner_page, "/accounts/wallet/", tables=1)  # the sale's credit
