@@ -40,7 +40,11 @@ TYPE_CHOICES = [
 # The hyper-parameters as controls: the label, whole or not, the help. Ranges and defaults are the
 # engine's (compute/engines/models/spec.py PARAMS); the form shows its defaults as initial values.
 PARAM_HELP = {
-    "C": ("C (inverse regularisation)", False, "Greater than 0; scikit-learn's C."),
+    "C": (
+        "C (inverse regularisation)",
+        False,
+        "Greater than 0; scikit-learn's C. Empty: chosen from a noisy row count.",
+    ),
     "alpha": ("Ridge alpha", False, "At least 0. Empty: chosen from the noise alone."),
     "var_floor": ("Smallest variance", False, "At least 0, in the scaled units."),
     "k": ("Clusters (k)", True, "Required: 2 to 20."),
