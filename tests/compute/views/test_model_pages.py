@@ -58,7 +58,10 @@ def test_a_logistic_regression_shows_its_coefficients_by_feature_its_receipt_and
     parts, bounds = tables(model)[1:3]
     for part in job.result["training"]["parts"]:
         assert f'<th scope="row">{part["part"]}</th>' in parts
-    assert "laplace" in parts and "0.0009766" in parts  # the grid 2^-10
+    # Output perturbation: a noisy count (whole numbers) sets the ridge, then the weights on their grid.
+    grids = {p["part"]: p["granularity"] for p in job.result["training"]["parts"]}
+    assert set(grids) == {"count", "weights"} and grids["count"] == 1.0
+    assert "geometric" in parts and "laplace" in parts and f"{grids['weights']:.4g}" in parts
     assert "0 to 100" in bounds and "north, south, east" in bounds and "label" in bounds
     assert "none: no accuracy or loss" in model
     # The portable model file, downloadable with the session.
