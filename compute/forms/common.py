@@ -63,6 +63,18 @@ def epsilon_field() -> forms.CharField:
     )
 
 
+def delta_field(help_text: str) -> forms.CharField:
+    """The delta a job spends, as typed: 0 (the default) for pure epsilon-DP noise."""
+    return forms.CharField(
+        label="Delta (δ)",
+        required=False,
+        initial="0",
+        max_length=40,
+        widget=forms.NumberInput(attrs={**NUMBER, "min": "0"}),
+        help_text=help_text,
+    )
+
+
 def spend_from(form: forms.Form, purchases: list[Purchase]) -> None:
     """Offer the buyer's purchases of the dataset in ``form``'s purchase control (hidden when there is
     one), and give an unbound form a fresh token, so that a double submission makes one job."""

@@ -21,6 +21,7 @@ from compute.forms.common import (
     CurrentValues,
     OpenChoiceField,
     OpenMultipleChoiceField,
+    delta_field,
     epsilon_field,
     keep_choice,
     spend_from,
@@ -73,14 +74,7 @@ class QueryForm(CurrentValues, forms.Form):
     )
     group_by = OpenMultipleChoiceField(label="Group by", required=False, widget=forms.CheckboxSelectMultiple)
     epsilon = epsilon_field()
-    delta = forms.CharField(
-        label="Delta (δ)",
-        required=False,
-        initial="0",
-        max_length=40,
-        widget=forms.NumberInput(attrs={**NUMBER, "min": "0"}),
-        help_text="0 uses Laplace or geometric noise; a small delta uses Gaussian noise.",
-    )
+    delta = delta_field("0 uses Laplace or geometric noise; a small delta uses Gaussian noise.")
     rows = plain_fields.FormIntegerField(
         label="Rows the answer covers (optional guess)",
         required=False,

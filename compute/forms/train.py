@@ -21,6 +21,7 @@ from compute.forms.common import (
     CurrentValues,
     OpenChoiceField,
     OpenMultipleChoiceField,
+    delta_field,
     epsilon_field,
     keep_choice,
     spend_from,
@@ -83,14 +84,7 @@ class TrainForm(CurrentValues, forms.Form):
     features = OpenMultipleChoiceField(label="Features", required=False, widget=forms.CheckboxSelectMultiple)
     label = OpenChoiceField(label="Label (the target)", required=False)
     epsilon = epsilon_field()
-    delta = forms.CharField(
-        label="Delta (δ)",
-        required=False,
-        initial="0",
-        max_length=40,
-        widget=forms.NumberInput(attrs={**NUMBER, "min": "0"}),
-        help_text="0 uses discrete Laplace noise; a small delta uses discrete Gaussian noise.",
-    )
+    delta = delta_field("0 uses discrete Laplace noise; a small delta uses discrete Gaussian noise.")
     form_token = forms.CharField(widget=forms.HiddenInput, required=False)
 
     def __init__(

@@ -161,7 +161,7 @@ def test_the_pages_htmx_swagger_and_admin_run_under_the_policy_without_a_violati
             panel = buyer.page.locator("#estimate-panel")
             panel.locator(".price").wait_for()
             before = panel.inner_text()
-            buyer.page.get_by_label("Epsilon (ε) to spend").fill("1")
+            buyer.page.locator("#query-form").get_by_label("Epsilon (ε) to spend").fill("1")
             buyer.page.wait_for_function(
                 "before => document.querySelector('#estimate-panel').innerText !== before", arg=before
             )
