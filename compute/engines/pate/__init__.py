@@ -30,7 +30,7 @@ import numpy as np
 
 from cloakroom_client.protocol.errors import QueryError
 from cloakroom_client.protocol.noise import make_rng
-from compute.engines.pate import aggregate, teachers
+from compute.engines.pate import aggregate, rdp, teachers
 from compute.engines.pate.spec import (
     DEFAULT_DELTA,
     TEACHER_MODELS,
@@ -142,5 +142,12 @@ def run(
     labels += [None] * (len(x) - asked)
     answered = sum(a is not None for a in answers)
     extra: dict[str, Any] = {}
+    if delta is not None:
+        curve = rdp.confident_gnmax_rdp(counts, [a is not None for a in answers], spec)
+        extra = {
+            "epsilon_data_dependent": rdp.epsilon(curve, delta),
+            "delta": delta,
+            "rdp_data_dependent": tuple(curve),
+        }
     del counts  # the votes go no further
     return PateResult(labels, answered, asked, used_rho(spec, asked, answered), **extra)
