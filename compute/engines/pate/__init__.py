@@ -72,7 +72,9 @@ class PateResult:
     :func:`reserved_rho`). ``epsilon_data_dependent``: the 2018 paper's data-dependent bound at ``delta``
     (unsanitised: it is itself a function of the votes, see :mod:`.rdp`), None when not analysed.
     ``rdp_data_dependent``: that bound's (order, RDP) curve; it is not a zCDP rho, so
-    ``rho_data_dependent`` stays None (kept in the interface for the ledger's sake)."""
+    ``rho_data_dependent`` stays None (kept in the interface for the ledger's sake). Both data-dependent
+    fields are functions of the private votes: neither may be released, stored where a buyer reads it, or
+    charged, until a smooth-sensitivity sanitisation (not built yet) makes them private."""
 
     labels: list[Any]
     answered: int
