@@ -15,6 +15,7 @@ public context and ciphertexts (compute/inference/storage.py) and computes on th
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 from decimal import Decimal
@@ -28,12 +29,12 @@ from accounts.models import CreditEntry, User
 from accounts.services import wallet_change
 from cloakroom_client.protocol import inference
 from compute import tasks
-from compute.engines.he import inference as engine
-from compute.inference import storage
+from compute.inference import scorer, storage
 from compute.inference.selectors import listing_get
 from compute.models import Job, ModelListing, Prediction
 from config.exceptions import Conflict, ValidationFailed
 from config.lookups import get_or_404
+from marketplace.he import sandbox
 
 logger = logging.getLogger(__name__)
 
@@ -148,13 +149,14 @@ def prediction_run(*, prediction_id: int) -> str:
     prediction = Prediction.objects.select_related("listing").get(pk=prediction_id)
     try:
         _score(prediction)
-    except (engine.RefusedInput, inference.InferenceError) as exc:
+    except (_Refused, inference.InferenceError) as exc:
         return _fail(prediction, f"The upload was refused: {exc}; the credits were refunded.")
     except Exception:  # noqa: BLE001 (any failure of the engine fails and refunds the prediction)
         logger.exception("prediction %s failed while scoring", prediction_id)
         return _fail(prediction, COMPUTE_FAILED)
     finally:
         storage.drop_inputs(prediction_id)
+        (storage.folder(prediction_id) / scorer.JOB_FILE).unlink(missing_ok=True)
     with transaction.atomic():
         done = Prediction.objects.filter(pk=prediction_id, status=Prediction.Status.RUNNING).update(
             status=Prediction.Status.READY, finished_at=timezone.now()
@@ -172,15 +174,30 @@ def prediction_run(*, prediction_id: int) -> str:
     return "ready"
 
 
+class _Refused(Exception):
+    """The scorer refused the upload (the format does not allow it): the client is told why."""
+
+
 def _score(prediction: Prediction) -> None:
+    """Score in the sandboxed child (compute/inference/scorer.py): the client's TenSEAL bytes are never
+    read in this worker, so no upload can crash or hang it."""
     folder = storage.folder(prediction.pk)
     weights, intercept = inference.linear_weights(prediction.listing.model)
-    count = inference.ciphertext_count(prediction.rows, weights.shape[1])
-    ctx = engine.load_public_context((folder / storage.CONTEXT_FILE).read_bytes())
-    with open(folder / storage.INPUT_FILE, "rb") as handle:
-        blobs = inference.iter_blobs(handle, count=count)
-        scores = engine.score_batches(ctx, blobs, weights=weights, intercept=intercept, rows=prediction.rows)
-        storage.store_scores(prediction.pk, scores)
+    job = {"weights": weights.tolist(), "intercept": intercept.tolist(), "rows": prediction.rows}
+    (folder / scorer.JOB_FILE).write_text(json.dumps(job), "utf-8")
+    outcome = sandbox.run_sandboxed(
+        scorer.__name__,
+        [str(folder)],
+        timeout=settings.CLOAKROOM_SCORING_TIMEOUT,
+        memory_bytes=settings.CLOAKROOM_SCORING_MEMORY_BYTES,
+    )
+    if outcome.completed is None:
+        raise RuntimeError(f"the scorer {outcome.stopped}")
+    answer = sandbox.last_json_line(outcome.completed) or {}
+    if answer.get("refused"):
+        raise _Refused(str(answer["refused"]))
+    if answer.get("ok") is not True or not (folder / storage.SCORES_FILE).exists():
+        raise RuntimeError(f"the scorer answered {answer.get('error') or 'nothing'}")
 
 
 def _fail(prediction: Prediction, reason: str, *, status: str = Prediction.Status.FAILED) -> str:

@@ -181,14 +181,16 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # Seconds the New dataset page keeps a chosen file across failed submits (marketplace/pending_uploads.py).
 CLOAKROOM_PENDING_UPLOAD_SECONDS = env_int("CLOAKROOM_PENDING_UPLOAD_SECONDS", 3600)
-# HE bundles: the largest single file (context or ciphertext) an owner may upload, in bytes.
+# HE bundles: the largest single file (context or ciphertext) an owner may upload, and the largest whole
+# bundle (all files its manifest declares together), in bytes.
 CLOAKROOM_MAX_BUNDLE_FILE_BYTES = env_int("CLOAKROOM_MAX_BUNDLE_FILE_BYTES", 64 * 1024 * 1024)
-# HE bundles: the largest whole bundle (all files its manifest declares together), in bytes.
 CLOAKROOM_MAX_BUNDLE_BYTES = env_int("CLOAKROOM_MAX_BUNDLE_BYTES", 2 * 1024 * 1024 * 1024)
-# HE bundles: seconds the checker subprocess may run (wall clock, and its CPU limit) before the bundle is rejected.
+# Sandboxed TenSEAL readers: seconds (wall clock and CPU) and address space (RLIMIT_AS, bytes) of the HE
+# bundle checker (past them the bundle is rejected) and of a prediction's scorer (it fails and is refunded).
 CLOAKROOM_BUNDLE_CHECK_TIMEOUT = env_int("CLOAKROOM_BUNDLE_CHECK_TIMEOUT", 120)
-# HE bundles: the checker subprocess's address-space limit (RLIMIT_AS), in bytes.
 CLOAKROOM_BUNDLE_CHECK_MEMORY_BYTES = env_int("CLOAKROOM_BUNDLE_CHECK_MEMORY_BYTES", 3 * 1024 * 1024 * 1024)
+CLOAKROOM_SCORING_TIMEOUT = env_int("CLOAKROOM_SCORING_TIMEOUT", 300)
+CLOAKROOM_SCORING_MEMORY_BYTES = env_int("CLOAKROOM_SCORING_MEMORY_BYTES", 3 * 1024 * 1024 * 1024)
 
 # Keys for encryption at rest (Fernet, comma-separated, newest first).
 CLOAKROOM_DATA_KEYS = env_list("CLOAKROOM_DATA_KEYS", [])
@@ -246,8 +248,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = env_int(
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 600)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 570)
 CELERY_TASK_DEFAULT_QUEUE = "default"
-# A task is published at once or not at all: one retry, straight away, in case a pooled connection
-# went stale. A job whose task could not be sent stays queued and the sweeper sends it later.
+# A task is published at once or not at all: one retry, straight away, in case a pooled connection went
+# stale; a job whose task could not be sent stays queued and the sweeper sends it later.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 # Workers and beat wait for a lost broker as long as it takes (Celery's default gives up after 100
 # attempts, about 50 minutes, and the worker exits).
@@ -281,8 +283,7 @@ CLOAKROOM_DP_QUEUE = env_str("CLOAKROOM_DP_QUEUE", "dp")
 CLOAKROOM_HE_QUEUE = env_str("CLOAKROOM_HE_QUEUE", "he")
 # The queue of the escrow worker, the only process that ever opens an escrowed secret key.
 CLOAKROOM_KEYS_QUEUE = env_str("CLOAKROOM_KEYS_QUEUE", "keys")
-# HE jobs are split into parts of this many ciphertext chunks per column; parts run in parallel
-# on whichever worker processes consume the he queue.
+# HE jobs are split into parts of this many ciphertext chunks per column, run in parallel on the he queue.
 CLOAKROOM_HE_PART_CHUNKS = env_int("CLOAKROOM_HE_PART_CHUNKS", 256)
 # HE dot products: the most weights a job may send, and the largest |weight|.
 CLOAKROOM_HE_MAX_WEIGHTS = env_int("CLOAKROOM_HE_MAX_WEIGHTS", 250_000)
@@ -294,8 +295,7 @@ CLOAKROOM_KEK_PRIVATE_KEY = env_str("CLOAKROOM_KEK_PRIVATE_KEY", "") or ""
 CLOAKROOM_KEK_PUBLIC_KEY = env_str("CLOAKROOM_KEK_PUBLIC_KEY", "") or ""
 # HE jobs wait this long for the owner's key agent before they fail and are refunded.
 CLOAKROOM_HE_KEY_WAIT_SECONDS = env_int("CLOAKROOM_HE_KEY_WAIT_SECONDS", 7 * 24 * 3600)
-# Fault injection for failure tests only: a worker sleeps this long after claiming a job, so a
-# test can kill it mid-job. Keep it 0 everywhere else.
+# Fault injection for failure tests only (a worker sleeps this long after claiming a job): keep it 0.
 CLOAKROOM_FAULT_JOB_DELAY_SECONDS = env_int("CLOAKROOM_FAULT_JOB_DELAY_SECONDS", 0)
 CELERY_TIMEZONE = TIME_ZONE
 

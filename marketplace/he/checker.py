@@ -40,7 +40,7 @@ from cloakroom_client.protocol.bundle import (
 )
 
 
-def _limit_resources(memory_bytes: int, cpu_seconds: int) -> None:
+def limit_resources(memory_bytes: int, cpu_seconds: int) -> None:
     """Cap this process's address space and CPU time before any untrusted byte is parsed."""
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-bytes", type=int, default=3 * 1024**3)
     parser.add_argument("--cpu-seconds", type=int, default=120)
     args = parser.parse_args(argv)
-    _limit_resources(args.memory_bytes, args.cpu_seconds)
+    limit_resources(args.memory_bytes, args.cpu_seconds)
     try:
         result = check_bundle(args.directory)
     except MemoryError:

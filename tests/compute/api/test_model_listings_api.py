@@ -272,3 +272,44 @@ def test_a_body_over_the_limit_is_a_413_before_it_is_read(listing, outsider):
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
     assert not Prediction.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("limits", "error"),
+    [
+        # TenSEAL cannot even load under 64 MiB of address space: the child fails, the worker does not.
+        ({"CLOAKROOM_SCORING_MEMORY_BYTES": 64 * 1024 * 1024}, "more memory than the scorer allows"),
+        # A child that runs past its wall clock is stopped.
+        ({"CLOAKROOM_SCORING_TIMEOUT": 0.01}, "took longer"),
+    ],
+)
+def test_scoring_runs_in_a_sandboxed_child_whose_failure_fails_and_refunds_the_prediction(
+    listing, outsider, settings, caplog, limits, error
+):
+    # The client's TenSEAL bytes are read by compute/inference/scorer.py in its own process with memory
+    # and time limits: whatever they do to it, this process (the worker) carries on, and the client is
+    # refunded with nothing kept.
+    for name, value in limits.items():
+        setattr(settings, name, value)
+    _, context, container, _ = encrypt(listing, frame())
+    before = balance(outsider)
+    response = submit(client_for(outsider), listing["id"], 40, context, container)
+    assert response.status_code == 202
+    assert inference_services.prediction_run(prediction_id=response.json()["id"]) == "failed"
+    stored = Prediction.objects.get(pk=response.json()["id"])
+    assert stored.status == "failed" and "refunded" in stored.error
+    assert balance(outsider) == before
+    assert not storage.folder(stored.pk).exists()
+    assert error in caplog.text  # the worker's log says what happened to the child
+
+
+def test_a_garbled_ciphertext_is_refused_by_the_scorer_and_refunded(listing, outsider):
+    _, context, container, _ = encrypt(listing, frame())
+    garbled = container[:40] + bytes(b ^ 0xFF for b in container[40:4000]) + container[4000:]
+    before = balance(outsider)
+    response = submit(client_for(outsider), listing["id"], 40, context, garbled)
+    assert response.status_code == 202
+    assert inference_services.prediction_run(prediction_id=response.json()["id"]) == "failed"
+    stored = Prediction.objects.get(pk=response.json()["id"])
+    assert stored.status == "failed" and "The upload was refused" in stored.error and "ciphertext" in stored.error
+    assert balance(outsider) == before
