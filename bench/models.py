@@ -29,7 +29,6 @@ import os
 import platform
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +42,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import django  # noqa: E402
 
+from bench.docs_block import run_stamp  # noqa: E402
 from bench.dp_jobs_stores import create_database, drop_database, remove_redis_keys, settings_env  # noqa: E402
 from bench.models_adult import Table, adult, diffprivlib_accuracy, encode, sklearn_accuracy  # noqa: E402
 from bench.models_he import encrypted_inference  # noqa: E402
@@ -86,15 +86,8 @@ def machine(load: float, seconds: dict[str, float], seeds: int) -> str:
     import sklearn
     import tenseal
 
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True
-    ).stdout
     return (
-        f"Run on {time.strftime('%Y-%m-%d at %H:%M UTC', time.gmtime())} at commit {commit}"
-        f"{' (with uncommitted changes)' if dirty.strip() else ''}: {os.cpu_count()} cores, {platform.machine()}, "
+        f"{run_stamp(REPO_ROOT)}: {os.cpu_count()} cores, {platform.machine()}, "
         f"Python {platform.python_version()}, numpy {numpy.__version__}, scikit-learn {sklearn.__version__}, "
         f"diffprivlib {diffprivlib.__version__}, TenSEAL {tenseal.__version__}; load average (1 min) {load:.2f} "
         f"at the start. {seeds} jobs and {seeds} diffprivlib fits per epsilon; Adult "

@@ -10,6 +10,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.docs_block import update_block
 from bench.models_he import HeResult
 
 BEGIN = "<!-- bench/models.py: measured block, begin (rewritten by --update-docs) -->"
@@ -125,13 +126,4 @@ def block(machine: str, adult: list[str], adult_notes: list[str], he: list[str],
 
 def update_docs(path: Path, measured: str) -> None:
     """Put the measured block in the section, replacing an earlier one (or appending the section)."""
-    text = path.read_text()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + measured + tail
-    elif SECTION in text:
-        raise SystemExit(f"{path} has a {SECTION!r} section without the measured block's markers")
-    else:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{measured}\n"
-    path.write_text(text)
+    update_block(path, measured, begin=BEGIN, end=END, section=SECTION)
