@@ -171,3 +171,60 @@ def test_a_client_process_predicts_on_encrypted_rows_and_the_platform_keeps_noth
     for where, data in haystacks.items():
         found = [s for s in secrets_ if s in data]
         assert not found, f"{found[:3]} in {where}"
+
+
+KINDS = {
+    "logistic_regression": {"features": ["size", "density", "site"], "label": "malignant"},
+    "linear_regression": {"features": ["density", "site", "malignant"], "label": "size"},
+    "naive_bayes": {"features": ["size", "density"], "label": "site"},
+    "random_forest": {"features": ["size", "density", "site"], "label": "malignant", "params": {"n_trees": 3}},
+    "kmeans": {"features": ["size", "density"], "params": {"k": 3, "iterations": 2}},
+    "pca": {"features": ["size", "density", "site"]},
+}
+
+
+def test_a_training_job_of_each_model_kind_is_released_through_the_worker_and_charged_once(stack):
+    # Issue 15's "done when": through the real worker (queue dp), each model type is released with its
+    # receipt and one reserve and one commit in the ledger, and its model file rebuilds in plain
+    # scikit-learn (the SDK) and predicts what its parameters say.
+    url, root = stack["url"], stack["root"]
+    for name, roles in (("odile", ["owner"]), ("theo", ["buyer"])):
+        Client.signup(url, username=name, email=f"{name}@example.org", password=PASSWORD, roles=roles)
+    owner = Client(url, Client.create_api_key(url, username="odile", password=PASSWORD))
+    trainer = Client(url, Client.create_api_key(url, username="theo", password=PASSWORD))
+    (root / "kinds").mkdir()
+    table = _table(600, 3)
+    table.to_csv(root / "kinds" / "tumours.csv", index=False)
+    meta = {"title": "Tumours, all kinds", "epsilon_cap": "40", "price_per_epsilon": "1", "columns": SCHEMA}
+    dataset = owner.upload(str(root / "kinds" / "tumours.csv"), meta)
+    owner.publish(dataset["id"])
+    purchase = trainer.buy(dataset["id"], "30")
+    jobs = {kind: trainer.train(purchase["id"], {"type": kind, **body}, epsilon="4") for kind, body in KINDS.items()}
+    frame = table
+    for kind, submitted in jobs.items():
+        job = trainer.wait(submitted, timeout=180, progress=False)
+        assert job["status"] == "released", (kind, job)
+        assert job["receipt"]["training"]["parts"] and job["receipt"]["epsilon_charged"] == "4.000000", kind
+        doc = trainer.model_file(job["id"])
+        estimator = sdk_models.estimator(doc)
+        x = sdk_models.design_matrix(doc, frame)
+        if kind in ("logistic_regression", "linear_regression"):
+            expected = sdk_models.scores(doc, x)
+            got = estimator.decision_function(x) if kind == "logistic_regression" else estimator.predict(x)
+            np.testing.assert_allclose(np.ravel(got), np.ravel(expected), atol=1e-9)
+        elif kind == "pca":
+            model = doc["model"]
+            expected = (x.to_numpy(dtype=float) - np.array(model["mean"])) @ np.array(model["components"]).T
+            np.testing.assert_allclose(estimator.transform(x), expected, atol=1e-9)
+        elif kind == "kmeans":
+            centres = np.array(doc["model"]["centres"])
+            distances = ((x.to_numpy(dtype=float)[:, None, :] - centres[None]) ** 2).sum(axis=2)
+            assert estimator.predict(x).tolist() == distances.argmin(axis=1).tolist()
+        else:
+            assert len(estimator.predict(x)) == len(frame) and set(estimator.predict(x)) <= set(doc["model"]["classes"])
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{stack['db']}") as conn:
+        ledger = conn.execute(
+            "SELECT job_id, kind, count(*) FROM compute_ledgerentry WHERE job_id = ANY(%s) GROUP BY job_id, kind",
+            ([j["id"] for j in jobs.values()],),
+        ).fetchall()
+    assert sorted((kind, count) for _, kind, count in ledger) == sorted([("commit", 1), ("reserve", 1)] * len(KINDS))
