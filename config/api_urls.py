@@ -47,6 +47,7 @@ urlpatterns = [
         ensembles_api.EnsembleMemberApi.as_view(),
         name="api-ensemble-member",
     ),
+    path("ensembles/<int:ensemble_id>/jobs/", compute_api.EnsembleJobsApi.as_view(), name="api-ensemble-jobs"),
     path("models/", compute_api.ListingListCreateApi.as_view(), name="api-models"),
     path("models/<int:listing_id>/", compute_api.ListingDetailApi.as_view(), name="api-model"),
     path(
