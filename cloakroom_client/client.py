@@ -16,6 +16,7 @@ from cloakroom_client.credentials import save_key, saved_key
 from cloakroom_client.extras import TryAndTrain
 from cloakroom_client.frames import DATASET_COLUMNS, PURCHASE_COLUMNS, csv_frame, records_frame
 from cloakroom_client.inference import Predictions
+from cloakroom_client.pate import Ensembles
 from cloakroom_client.progress import StatusLine, job_status_text
 from cloakroom_client.protocol.escrow import escrow_secret_bytes, seal
 
@@ -39,7 +40,7 @@ class CloakroomError(Exception):
         self.body = body or {}
 
 
-class Client(TryAndTrain, Predictions):
+class Client(TryAndTrain, Predictions, Ensembles):
     """A client bound to one server and one API key.
 
     ``url`` is the server's base address (``http://127.0.0.1:8000``); ``api_key`` is a key created

@@ -107,7 +107,9 @@ def purchase_position(purchase: Purchase, extra: accounting.Loss = accounting.NO
     return position(cap_epsilon=purchase.epsilon, cap_delta=purchase.delta, used=used)
 
 
-def pooled_position(dataset: Dataset, used: accounting.Loss, by_purchase: dict[int, accounting.Loss]) -> Position:
+def pooled_position(
+    dataset: Dataset, used: accounting.Loss, by_purchase: dict[int | None, accounting.Loss]
+) -> Position:
     """The dataset's position across all buyers, from the sums of all its jobs (``used``) and each
     purchase's own (``by_purchase``).
 
@@ -140,15 +142,21 @@ def dataset_position(
     dataset: Dataset, extra: accounting.Loss = accounting.NONE, purchase_id: int | None = None
 ) -> Position:
     """The dataset's position from the stored sums (reserved minus refunded), with ``extra`` added to
-    purchase ``purchase_id``."""
+    purchase ``purchase_id`` (None: to the charges without a purchase)."""
     used = _loss(dataset.epsilon_used, dataset.delta_used, dataset.rho_used) + extra
-    by_purchase = {
-        pk: _loss(e, d, r)
-        for pk, e, d, r in Purchase.objects.filter(dataset_id=dataset.pk).values_list(
-            "pk", "epsilon_used", "delta_used", "rho_used"
-        )
-    }
-    if purchase_id is not None:
+    rows = list(
+        Purchase.objects.filter(dataset_id=dataset.pk).values_list("pk", "epsilon_used", "delta_used", "rho_used")
+    )
+    by_purchase: dict[int | None, accounting.Loss] = {pk: _loss(e, d, r) for pk, e, d, r in rows}
+    # What no purchase holds (PATE jobs of the ensembles the dataset is in, compute/pate_budget.py) counts
+    # as one more buyer, under key None, whose own guarantee is basic composition of its charges.
+    others = [
+        total - sum((row[i] for row in rows), Decimal(0))
+        for i, total in ((1, dataset.epsilon_used), (2, dataset.delta_used), (3, dataset.rho_used))
+    ]
+    if any(others):
+        by_purchase[None] = _loss(*others)
+    if purchase_id is not None or extra != accounting.NONE:
         by_purchase[purchase_id] = by_purchase.get(purchase_id, accounting.NONE) + extra
     return pooled_position(dataset, used, by_purchase)
 
@@ -202,7 +210,7 @@ def _plain(value: Decimal) -> str:
     return f"{value.normalize():f}" if value else "0"
 
 
-def _dataset_fits(d: Dataset, purchase_id: int, epsilon: Decimal, delta: Decimal, rho: Decimal) -> bool:
+def _dataset_fits(d: Dataset, purchase_id: int | None, epsilon: Decimal, delta: Decimal, rho: Decimal) -> bool:
     """Whether the dataset, across all its buyers, can take the job: the exact decimal rule for basic
     composition and zCDP first (cheap, and what nearly every job meets), else the purchases' guarantees
     added up."""
@@ -216,6 +224,22 @@ def _dataset_fits(d: Dataset, purchase_id: int, epsilon: Decimal, delta: Decimal
     ):
         return True
     return dataset_position(d, _loss(epsilon, delta, rho), purchase_id).fits
+
+
+def dataset_takes(dataset: Dataset, *, epsilon: Decimal, delta: Decimal, rho: Decimal) -> bool:
+    """Whether the dataset, across all its buyers, can take a charge of this loss that no purchase holds
+    (a PATE job's, compute/pate_budget.py): the rule every purchase's job meets on it. Call it with the
+    dataset's row locked, in the transaction that moves the sums."""
+    return _dataset_fits(dataset, None, epsilon, delta, rho)
+
+
+def dataset_after(dataset: Dataset, own: accounting.Loss) -> dict[str, object]:
+    """A receipt's ``dataset_after`` for a charge without a purchase (a PATE job's): the guarantee of
+    everything released on the dataset, to all its buyers, ``own`` included. Call it in the releasing
+    transaction with the dataset's row locked."""
+    by_purchase = _committed_by_purchase(dataset.pk)
+    by_purchase[None] = by_purchase.get(None, accounting.NONE) + own
+    return _bound_fields(pooled_position(dataset, accounting.compose(by_purchase.values()), by_purchase))
 
 
 def budget_reserve(*, purchase: Purchase, epsilon: Decimal, delta: Decimal, rho: Decimal) -> None:
@@ -282,7 +306,7 @@ def budget_refund(job: Job) -> None:
     ledger_row(job, LedgerEntry.Kind.REFUND)
 
 
-def _committed_by_purchase(dataset_id: int) -> dict[int, accounting.Loss]:
+def _committed_by_purchase(dataset_id: int) -> dict[int | None, accounting.Loss]:
     rows = (
         LedgerEntry.objects.filter(dataset_id=dataset_id, kind=LedgerEntry.Kind.COMMIT)
         .values("purchase_id")

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -30,6 +31,8 @@ from django.utils import timezone
 
 from compute.budget import budget_after_release, budget_refund, ledger_row
 from compute.models import Job
+from compute.pate_budget import members_commit, members_refund
+from compute.pate_payment import payment_refund, payment_settle
 from marketplace.models import LedgerEntry
 
 logger = logging.getLogger(__name__)
@@ -102,29 +105,56 @@ def job_heartbeat(job_id: int, claim: str) -> Iterator[None]:
 
 
 def job_release(
-    *, job: Job, result: dict[str, Any], claim: str | None = None, status: str = Job.Status.RUNNING
+    *,
+    job: Job,
+    result: dict[str, Any],
+    claim: str | None = None,
+    status: str = Job.Status.RUNNING,
+    used_rho: Decimal | None = None,
+    answered: int = 0,
 ) -> bool:
     """Store the result, mark the job released and commit its budget, in one transaction. Returns
     whether it did.
 
     Matches only while the job is still in ``status`` (and, when given, under ``claim``): a job that
     was cancelled, failed or re-claimed meanwhile is left alone, and nothing is released or charged.
+
+    A PATE job (an ensemble's, no purchase) commits ``used_rho`` (at most its reservation; the rest is
+    refunded) on every member dataset, and its buyer pays for the ``answered`` labels, in the same
+    transaction (compute/pate_budget.py, compute/pate_payment.py).
     """
     with transaction.atomic():
         query = Job.objects.filter(pk=job.pk, status=status)
         if claim is not None:
             query = query.filter(claim=claim)
-        # Locks: the job's row, then its purchase's and its dataset's (budget_after_release), the order
-        # every budget move takes them in.
+        # Locks: the job's row, then its purchase's and its dataset's (budget_after_release), or its member
+        # datasets' in primary-key order (members_commit), the order every budget move takes them in.
         current = query.select_for_update().first()
         if current is None:
             return False
-        result = {**result, "privacy": budget_after_release(current)}
+        if current.ensemble_id is None:
+            result = {**result, "privacy": budget_after_release(current)}
+        else:
+            privacy = members_commit(current, current.rho if used_rho is None else used_rho)
+            result = {**result, "privacy": privacy, "payment": payment_settle(current, answered=answered)}
         if not query.update(status=Job.Status.RELEASED, result=result, finished_at=timezone.now(), error=""):
-            return False  # pragma: no cover - the row is locked since the select above
-        ledger_row(current, LedgerEntry.Kind.COMMIT)
-    logger.info("job %s released: epsilon %s charged to purchase %s", job.pk, job.epsilon, job.purchase_id)
+            transaction.set_rollback(True)  # pragma: no cover - the row is locked since the select above
+            return False  # pragma: no cover
+        if current.ensemble_id is None:
+            ledger_row(current, LedgerEntry.Kind.COMMIT)
+    logger.info("job %s released: epsilon %s charged (purchase %s)", job.pk, job.epsilon, job.purchase_id)
     return True
+
+
+def job_refund(job: Job) -> None:
+    """Give back what an open job holds: its purchase's and dataset's budget, or (PATE) every member
+    dataset's budget and the buyer's credits on hold. Only the caller that just moved the job out of an
+    open status (a conditional UPDATE that matched) may call it, in that transaction."""
+    if job.ensemble_id is None:
+        budget_refund(job)
+    else:
+        members_refund(job)
+        payment_refund(job)
 
 
 @transaction.atomic
@@ -140,7 +170,7 @@ def job_fail(
         query = query.filter(claim=claim)
     if not query.update(status=Job.Status.FAILED, error=reason[:2000], finished_at=timezone.now()):
         return False
-    budget_refund(Job.objects.get(pk=job_id))
+    job_refund(Job.objects.get(pk=job_id))
     logger.info("job %s failed and refunded: %s", job_id, reason[:200])
     return True
 
@@ -152,5 +182,5 @@ def job_cancel_open(job: Job) -> bool:
         status=Job.Status.CANCELLED, finished_at=timezone.now(), error="Cancelled by the buyer."
     ):
         return False
-    budget_refund(job)
+    job_refund(job)
     return True

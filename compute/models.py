@@ -25,6 +25,8 @@ class Job(models.Model):
         QUERY = "query", "query"
         # DP model training on a DP dataset (compute/kinds/train.py), on the dp queue.
         TRAIN = "train", "train"
+        # PATE labels for a buyer's rows from an ensemble's datasets (compute/kinds/pate.py), on the ml queue.
+        PATE = "pate", "pate"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "queued"
@@ -38,7 +40,17 @@ class Job(models.Model):
 
     buyer = models.ForeignKey("accounts.User", on_delete=models.PROTECT, related_name="jobs")
     dataset = models.ForeignKey("marketplace.Dataset", on_delete=models.PROTECT, related_name="jobs")
-    purchase = models.ForeignKey("marketplace.Purchase", on_delete=models.PROTECT, related_name="jobs")
+    # A PATE job has no purchase: it is charged to every member dataset of its ``ensemble`` (one ledger
+    # row each) and paid per answered label; ``dataset`` is then the ensemble's first member at submission.
+    purchase = models.ForeignKey(
+        "marketplace.Purchase", null=True, blank=True, on_delete=models.PROTECT, related_name="jobs"
+    )
+    ensemble = models.ForeignKey(
+        "marketplace.Ensemble", null=True, blank=True, on_delete=models.PROTECT, related_name="jobs"
+    )
+    # PATE: the buyer's unlabelled rows, checked against the ensemble's features and stored encrypted in the
+    # private storage root (no URL serves it); removed once the job is released, failed or cancelled.
+    input_path = models.CharField(max_length=255, blank=True)
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.QUERY)
     spec = models.JSONField(help_text="the validated query, in canonical form")
     spec_hash = models.CharField(
@@ -85,6 +97,11 @@ class Job(models.Model):
             models.CheckConstraint(condition=models.Q(epsilon__gte=0), name="job_epsilon_not_negative"),
             models.CheckConstraint(condition=models.Q(delta__gte=0), name="job_delta_not_negative"),
             models.CheckConstraint(condition=models.Q(rho__gte=0), name="job_rho_not_negative"),
+            # Every job is charged somewhere: to a purchase, or (PATE) to the member datasets of an ensemble.
+            models.CheckConstraint(
+                condition=models.Q(purchase__isnull=False) | models.Q(ensemble__isnull=False),
+                name="job_has_purchase_or_ensemble",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -52,6 +52,12 @@ def receipt(job: Job) -> dict[str, Any] | None:
     for side in ("purchase_after", "dataset_after"):
         if side in privacy:
             out[side] = privacy[side]
+    if "members" in privacy:
+        # A PATE job (docs/PATE.md): the rho reserved and used, and each member dataset's charge and its
+        # guarantee after it; the price paid for the answered labels.
+        out["members"] = privacy["members"]
+        out["rho_reserved"] = privacy.get("rho_reserved")
+        out["payment"] = r.get("payment")
     if "epsilon_replace_one" in r and job.reused_from_id is None:
         out["epsilon_replace_one"] = r["epsilon_replace_one"]
     if "training" in r:
@@ -66,6 +72,9 @@ def receipt(job: Job) -> dict[str, Any] | None:
 def result_rows(job: Job) -> tuple[list[str], list[list[Any]]]:
     """A released result as a table: one row per group (and per bin or quantile)."""
     r = job.result or {}
+    if job.kind == Job.Kind.PATE:
+        # One row per row of the buyer's table, in order; an empty label is a point not answered.
+        return ["row", "label"], [[i, label] for i, label in enumerate(r.get("labels", []), start=1)]
     groups = r.get("groups", [])
     keys = list((groups[0].get("key") or {}).keys()) if groups else []
     agg = r.get("aggregate")

@@ -35,6 +35,15 @@ def dp_job_run_task(job_id: int) -> str:
     return job_run(job_id=job_id)
 
 
+@shared_task(name="compute.run_ml_job", acks_late=True, reject_on_worker_lost=True)
+def ml_job_run_task(job_id: int) -> str:
+    """Run a PATE job (queue ``ml``): train the teachers in memory, count the votes, answer by
+    Confident-GNMax, release. Like a DP job: ``acks_late`` with a heartbeat the sweeper watches."""
+    from compute.services import job_run
+
+    return job_run(job_id=job_id)
+
+
 @shared_task(name="compute.run_he_job", acks_late=True, reject_on_worker_lost=True)
 def he_job_run_task(job_id: int) -> str:
     """Claim an HE job, queue its parts and compute the first (queue ``he``)."""

@@ -5,6 +5,7 @@ from accounts import api as accounts_api
 from compute import api as compute_api
 from config.health import HealthApi
 from marketplace import api as marketplace_api
+from marketplace.ensembles import api as ensembles_api
 from marketplace.he import api as he_api
 
 urlpatterns = [
@@ -36,6 +37,17 @@ urlpatterns = [
     path("jobs/<int:job_id>/cancel/", compute_api.JobCancelApi.as_view(), name="api-job-cancel"),
     path("jobs/<int:job_id>/download/", compute_api.JobDownloadApi.as_view(), name="api-job-download"),
     path("jobs/<int:job_id>/model/", compute_api.JobModelApi.as_view(), name="api-job-model"),
+    path("ensembles/", ensembles_api.EnsembleListCreateApi.as_view(), name="api-ensembles"),
+    path("ensembles/<int:ensemble_id>/", ensembles_api.EnsembleDetailApi.as_view(), name="api-ensemble"),
+    path(
+        "ensembles/<int:ensemble_id>/members/", ensembles_api.EnsembleMembersApi.as_view(), name="api-ensemble-members"
+    ),
+    path(
+        "ensembles/<int:ensemble_id>/members/<int:dataset_id>/",
+        ensembles_api.EnsembleMemberApi.as_view(),
+        name="api-ensemble-member",
+    ),
+    path("ensembles/<int:ensemble_id>/jobs/", compute_api.EnsembleJobsApi.as_view(), name="api-ensemble-jobs"),
     path("models/", compute_api.ListingListCreateApi.as_view(), name="api-models"),
     path("models/<int:listing_id>/", compute_api.ListingDetailApi.as_view(), name="api-model"),
     path(

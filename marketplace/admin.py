@@ -11,7 +11,7 @@ from django.utils.html import format_html
 
 from accounts.admin import ReadOnlyAdmin
 from marketplace import services
-from marketplace.models import Column, Dataset, LedgerEntry, Purchase
+from marketplace.models import Column, Dataset, Ensemble, EnsembleMember, LedgerEntry, Purchase
 
 admin.site.site_header = "Cloakroom administration"
 admin.site.site_title = "Cloakroom administration"
@@ -131,3 +131,27 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
     search_fields = ("dataset__title", "purchase__buyer__username")
     list_select_related = ("dataset", "purchase__buyer", "purchase__dataset")
     date_hierarchy = "created_at"
+
+
+class EnsembleMemberInline(admin.TabularInline):
+    # Membership is each dataset owner's consent, given and withdrawn through the API: shown, not edited.
+    model = EnsembleMember
+    fields = ("dataset", "joined_at", "left_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(Ensemble)
+class EnsembleAdmin(admin.ModelAdmin):
+    list_display = ("title", "owner", "price_per_label", "created_at")
+    search_fields = ("title", "description", "owner__username")
+    list_select_related = ("owner",)
+    date_hierarchy = "created_at"
+    inlines = (EnsembleMemberInline,)
+    # The schema was checked against every member's declaration when it joined: shown, not edited.
+    readonly_fields = ("owner", "features", "label", "created_at")
+    fields = ("title", "description", "price_per_label", "owner", "features", "label", "created_at")

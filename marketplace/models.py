@@ -112,6 +112,14 @@ class Dataset(models.Model):
                 condition=Q(epsilon_sold__gte=0) & Q(epsilon_sold__lte=F("epsilon_cap")),
                 name="dataset_never_oversold",
             ),
+            # The dataset's side of the ledger (every purchase's jobs, and the PATE jobs of the ensembles it
+            # is in, which have no purchase) is reserve minus refund: never below zero. Its upper limit is
+            # checked under the row lock (compute/budget.py): besides basic composition and zCDP it may hold
+            # by the purchases' guarantees added up, which no SQL expression states.
+            models.CheckConstraint(
+                condition=Q(epsilon_used__gte=0) & Q(delta_used__gte=0) & Q(rho_used__gte=0),
+                name="dataset_used_not_negative",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -225,7 +233,11 @@ class LedgerEntry(AppendOnlyModel):
         REFUND = "refund", "refund"
 
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="ledger_entries")
-    purchase = models.ForeignKey(Purchase, on_delete=models.PROTECT, related_name="ledger_entries")
+    # Null for a job charged to a dataset without a purchase: a PATE job charges every member dataset of
+    # its ensemble (one row per dataset), and the buyer pays per label instead (docs/PATE.md).
+    purchase = models.ForeignKey(
+        Purchase, null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_entries"
+    )
     # The job that caused the entry; jobs arrive with the compute app's job model.
     job_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     kind = models.CharField(max_length=10, choices=Kind.choices)
@@ -244,4 +256,55 @@ class LedgerEntry(AppendOnlyModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} ε {self.epsilon} (purchase {self.purchase_id})"
+        where = f"purchase {self.purchase_id}" if self.purchase_id else f"dataset {self.dataset_id}"
+        return f"{self.kind} ε {self.epsilon} ({where})"
+
+
+class Ensemble(models.Model):
+    """A PATE listing: owners' DP datasets with one feature schema and one categorical label, whose
+    teachers label a buyer's rows by noisy vote (docs/PATE.md).
+
+    ``features`` and ``label`` are the declared columns (name, kind, bounds, categories) copied from
+    the founding dataset; every member's declaration must equal them. Membership is in
+    :class:`EnsembleMember`, with the times a dataset joined and left, so a job uses the members of
+    the moment it was submitted.
+    """
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="ensembles")
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    price_per_label = models.DecimalField(max_digits=14, decimal_places=CREDIT_PLACES)
+    features = models.JSONField(help_text="the declared feature columns every member shares")
+    label = models.JSONField(help_text="the declared label column (categorical or boolean) every member shares")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(price_per_label__gte=0), name="ensemble_price_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class EnsembleMember(models.Model):
+    """One dataset's consent to be a teacher's data in an ensemble, from ``joined_at`` until ``left_at``."""
+
+    ensemble = models.ForeignKey(Ensemble, on_delete=models.CASCADE, related_name="members")
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="ensemble_memberships")
+    joined_at = models.DateTimeField(auto_now_add=True)
+    left_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["ensemble", "joined_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["ensemble", "dataset"],
+                condition=Q(left_at__isnull=True),
+                name="ensemble_member_once_at_a_time",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dataset} in {self.ensemble}"

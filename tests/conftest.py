@@ -15,7 +15,12 @@ from tests.factories import DatasetFactory, UserFactory
 
 # Fixtures that tests in several folders share (HE bundles, the HE dataset and its purchase, the DP
 # dataset and its purchase), loaded as plugins so that every test finds them wherever it lives.
-pytest_plugins = ["tests.fixtures.he_bundles", "tests.fixtures.he_jobs", "tests.fixtures.dp_jobs"]
+pytest_plugins = [
+    "tests.fixtures.he_bundles",
+    "tests.fixtures.he_jobs",
+    "tests.fixtures.dp_jobs",
+    "tests.fixtures.pate",
+]
 
 PASSWORD = "correct horse battery 42"
 

@@ -26,6 +26,7 @@ CHANGELISTS = [
     "marketplace_dataset",
     "marketplace_purchase",
     "marketplace_ledgerentry",
+    "marketplace_ensemble",
     "compute_job",
 ]
 READ_ONLY = [

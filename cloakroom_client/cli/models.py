@@ -6,6 +6,7 @@ machine, has the server score the ciphertexts, and writes the decrypted scores a
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -15,7 +16,7 @@ from cloakroom_client.cli.catalogue import print_json
 from cloakroom_client.cli.tables import format_table
 from cloakroom_client.client import Client
 
-COMMANDS = ("models", "publish-model", "predict")
+COMMANDS = ("models", "publish-model", "predict", "pate")
 
 
 def add_commands(sub: Any) -> None:
@@ -36,6 +37,14 @@ def add_commands(sub: Any) -> None:
     p.add_argument("rows", help="a CSV file with a header row holding the model's feature columns")
     p.add_argument("--out", "-o", help="write the scores here (CSV) instead of the terminal")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for each batch (default 600)")
+    p.add_argument("--no-progress", action="store_true", help="do not draw the progress line on stderr")
+
+    p = sub.add_parser("pate", help="label the rows of a CSV by an ensemble's teachers (a PATE job, docs/PATE.md)")
+    p.add_argument("ensemble", type=int, help="the ensemble's id")
+    p.add_argument("rows", help="a CSV file with a header row holding the ensemble's feature columns")
+    p.add_argument("--out", "-o", help="write the labels here (CSV: row,label) instead of the terminal")
+    p.add_argument("--spec", default="{}", help='the spec as JSON, e.g. \'{"teachers": 250, "max_queries": 500}\'')
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the job (default 600)")
     p.add_argument("--no-progress", action="store_true", help="do not draw the progress line on stderr")
 
 
@@ -74,6 +83,21 @@ def _predict(args: argparse.Namespace, client: Client) -> int:
     return 0
 
 
+def _pate(args: argparse.Namespace, client: Client) -> int:
+    spec = json.loads(args.spec)
+    if not isinstance(spec, dict):
+        raise SystemExit("--spec must be a JSON object")
+    frame = pd.read_csv(args.rows)
+    labels = client.pate(args.ensemble, frame, timeout=args.timeout, progress=not args.no_progress, **spec)
+    table = pd.DataFrame({"row": range(1, len(labels) + 1), "label": labels["label"].to_numpy()})
+    if args.out:
+        table.to_csv(args.out, index=False)
+        print(f"wrote {args.out}: {labels.attrs['answered']} of {len(table)} rows labelled", file=sys.stderr)
+    else:
+        sys.stdout.write(table.to_csv(index=False))
+    return 0
+
+
 def run(args: argparse.Namespace, client: Client) -> int:
     """Run one of the commands; the SDK's errors are the caller's to print."""
     if args.command == "models":
@@ -81,4 +105,6 @@ def run(args: argparse.Namespace, client: Client) -> int:
     if args.command == "publish-model":
         print_json(client.publish_model(args.job, title=args.title, price_per_prediction=args.price))
         return 0
+    if args.command == "pate":
+        return _pate(args, client)
     return _predict(args, client)

@@ -19,12 +19,14 @@ from compute.api.listings import (
     PredictionDetailApi,
     PredictionScoresApi,
 )
+from compute.api.pate import EnsembleJobsApi
 
 __all__ = [
     "AwaitingJobsApi",
     "DatasetBudgetApi",
     "DummyQueryApi",
     "DummyTableApi",
+    "EnsembleJobsApi",
     "HeJobAggregateApi",
     "HeJobPlanApi",
     "HeJobReleaseApi",

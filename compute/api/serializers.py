@@ -142,6 +142,25 @@ _CUMULATIVE = {
 }
 
 openapi.register_component(
+    "PateResult",
+    {
+        "type": "object",
+        "description": "A PATE job's labels (docs/PATE.md): one per row of the buyer's table, in order, null where "
+        "the teachers' noisy vote was not confident enough to answer.",
+        "required": ["labels", "answered", "asked", "epsilon", "delta"],
+        "properties": {
+            "labels": {
+                "type": "array",
+                "items": {"anyOf": [{"type": "string"}, {"type": "boolean"}], "nullable": True},
+            },
+            "answered": {"type": "integer"},
+            "asked": {"type": "integer"},
+            "epsilon": {"type": "number", "description": "The rho charged to every member, as epsilon at delta."},
+            "delta": {"type": "number"},
+        },
+    },
+)
+openapi.register_component(
     "Receipt",
     {
         "type": "object",
@@ -199,7 +218,12 @@ class JobOutputSerializer(serializers.Serializer):
     status = openapi.ChoiceOutput(choices=Job.Status.choices)
     kind = openapi.ChoiceOutput(choices=Job.Kind.choices)
     dataset = plain_fields.IntegerField(source="dataset_id")
-    purchase = plain_fields.IntegerField(source="purchase_id")
+    purchase = plain_fields.IntegerField(
+        source="purchase_id", allow_null=True, help_text="Null for a PATE job, which is paid per label."
+    )
+    ensemble = plain_fields.IntegerField(
+        source="ensemble_id", allow_null=True, help_text="PATE jobs: the ensemble; null otherwise."
+    )
     query = openapi.MethodField(
         schema={
             "allOf": [openapi.ref("Query")],
@@ -216,11 +240,19 @@ class JobOutputSerializer(serializers.Serializer):
     model = openapi.MethodField(
         schema={"allOf": [openapi.ref("ModelRequest")], "nullable": True, "description": "train jobs: the request."}
     )
+    pate = openapi.MethodField(
+        schema={
+            "type": "object",
+            "nullable": True,
+            "description": "PATE jobs: the spec as run (defaults filled in), the member datasets and the rows asked "
+            "about; null otherwise.",
+        }
+    )
     result = openapi.MethodField(
         schema={
-            "anyOf": [openapi.ref("JobResult"), openapi.ref("ModelResult")],
+            "anyOf": [openapi.ref("JobResult"), openapi.ref("ModelResult"), openapi.ref("PateResult")],
             "nullable": True,
-            "description": "Null until released; a train job's is a ModelResult.",
+            "description": "Null until released; a train job's is a ModelResult, a PATE job's a PateResult.",
         }
     )
     receipt = openapi.MethodField(component="Receipt", allow_null=True, help_text="Null until released.")
@@ -248,7 +280,13 @@ class JobOutputSerializer(serializers.Serializer):
         return {"done": obj.progress_done, "total": obj.progress_total}
 
     def get_query(self, obj) -> dict | None:
-        return None if obj.kind == Job.Kind.TRAIN else obj.spec
+        return None if obj.kind in (Job.Kind.TRAIN, Job.Kind.PATE) else obj.spec
+
+    def get_pate(self, obj) -> dict | None:
+        if obj.kind != Job.Kind.PATE:
+            return None
+        spec = obj.spec or {}
+        return {**spec.get("pate", {}), "members": spec.get("members", []), "rows": spec.get("rows")}
 
     def get_model(self, obj) -> dict | None:
         return obj.spec if obj.kind == Job.Kind.TRAIN else None
@@ -259,6 +297,8 @@ class JobOutputSerializer(serializers.Serializer):
         r = obj.result or {}
         if obj.kind == Job.Kind.TRAIN:
             return {"model": r.get("model")}
+        if obj.kind == Job.Kind.PATE:
+            return {k: r.get(k) for k in ("labels", "answered", "asked", "epsilon", "delta")}
         out = {"aggregate": r.get("aggregate"), "groups": r.get("groups")}
         if "regression" in r:
             out["regression"] = r["regression"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from compute.kinds.base import JobKind
 from compute.kinds.dp_query import DpQuery
 from compute.kinds.he_query import HeQuery
+from compute.kinds.pate import Pate
 from compute.kinds.train import Train
 from compute.models import Job
 from config.exceptions import ValidationFailed
@@ -24,6 +25,7 @@ def register(kind: JobKind) -> JobKind:
 register(DpQuery())
 register(HeQuery())
 register(Train())
+register(Pate())
 
 
 def kind_for(*, mode: str, name: str) -> JobKind:

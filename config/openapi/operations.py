@@ -28,6 +28,7 @@ TAGS = {
     "datasets": "The catalogue: list, upload (DP), publish and suspend datasets; an owner's budget view.",
     "purchases": "Privacy budget bought on a dataset, and its ledger.",
     "jobs": "Queries on purchased budget: estimate, submit, follow, cancel, download.",
+    "ensembles": "PATE: owners' datasets joined into ensembles, and labels for a buyer's rows by their noisy vote.",
     "models": "Models published for encrypted inference, and predictions on a client's encrypted rows.",
     "he": "Encrypted (HE) datasets: bundle upload, key escrow, and the key holder's release of HE jobs.",
     "health": "Whether this web process reaches its database and broker.",

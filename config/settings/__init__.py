@@ -277,10 +277,11 @@ CLOAKROOM_JOB_HEARTBEAT_SECONDS = float(env_decimal("CLOAKROOM_JOB_HEARTBEAT_SEC
 # or dropped), is sent again; after CLOAKROOM_JOB_MAX_DELIVERIES sends it is failed and refunded.
 CLOAKROOM_JOB_REDELIVER_SECONDS = env_int("CLOAKROOM_JOB_REDELIVER_SECONDS", 30)
 CLOAKROOM_JOB_MAX_DELIVERIES = env_int("CLOAKROOM_JOB_MAX_DELIVERIES", 5)
-# The queue DP jobs go to (workers consume it with -Q dp). Tests use a queue of their own.
+# The queues of DP jobs (-Q dp), of HE jobs and their parts (-Q he) and of PATE jobs (-Q ml: teachers
+# trained in memory, votes, Confident-GNMax). Tests use queues of their own.
 CLOAKROOM_DP_QUEUE = env_str("CLOAKROOM_DP_QUEUE", "dp")
-# The queue HE jobs and their parts go to (workers consume it with -Q he).
 CLOAKROOM_HE_QUEUE = env_str("CLOAKROOM_HE_QUEUE", "he")
+CLOAKROOM_ML_QUEUE = env_str("CLOAKROOM_ML_QUEUE", "ml")
 # The queue of the escrow worker, the only process that ever opens an escrowed secret key.
 CLOAKROOM_KEYS_QUEUE = env_str("CLOAKROOM_KEYS_QUEUE", "keys")
 # HE jobs are split into parts of this many ciphertext chunks per column, run in parallel on the he queue.

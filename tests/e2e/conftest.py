@@ -51,7 +51,7 @@ def live_site(django_db_setup, django_db_blocker, tmp_path_factory) -> LiveSite:
         url = start_web(pool, env)
         worker = pool.start(
             "celery-worker",
-            celery_worker_args(queues=f"dp-{tag},he-{tag},keys-{tag},default", name=f"e2e-{tag}", pool="solo"),
+            celery_worker_args(queues=f"dp-{tag},he-{tag},keys-{tag},ml-{tag},default", name=f"e2e-{tag}", pool="solo"),
             {**env, "CLOAKROOM_FAULT_JOB_DELAY_SECONDS": JOB_DELAY_SECONDS},
         )
         pool.wait_until("the Celery worker to be ready", lambda: worker_is_ready(worker), timeout=60)

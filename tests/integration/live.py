@@ -229,6 +229,7 @@ def site_env(root: Path, tag: str, **overrides: str) -> dict[str, str]:
         CLOAKROOM_DP_QUEUE=f"dp-{tag}",
         CLOAKROOM_HE_QUEUE=f"he-{tag}",
         CLOAKROOM_KEYS_QUEUE=f"keys-{tag}",
+        CLOAKROOM_ML_QUEUE=f"ml-{tag}",
         **overrides,
     )
 

@@ -103,7 +103,9 @@ def stack(tmp_path_factory):
         url = start_web(pool, env)
         worker = pool.start(
             "celery-worker",
-            celery_worker_args(queues=f"dp-{tag},he-{tag},keys-{tag},default", name=f"cli-{tag}", concurrency=2),
+            celery_worker_args(
+                queues=f"dp-{tag},he-{tag},keys-{tag},ml-{tag},default", name=f"cli-{tag}", concurrency=2
+            ),
             env,
         )
         pool.wait_until("the Celery worker to be ready", lambda: worker_is_ready(worker), timeout=60)

@@ -85,7 +85,7 @@ def stack(tmp_path_factory):
 
     pool = ProcessPool(log_dir=log_dir)
     try:
-        worker = pool.start("celery-worker", celery_worker_args(queues="default,dp,he,keys", name="embedded"), env)
+        worker = pool.start("celery-worker", celery_worker_args(queues="default,dp,he,keys,ml", name="embedded"), env)
         base_url = start_web(pool, env) + "/"
         web = next(p for p in pool.processes if p.name == "gunicorn")
         pool.wait_until("the Celery worker to be ready", lambda: worker_is_ready(worker), timeout=60)

@@ -87,6 +87,11 @@ DEPENDS_ON_DATA = [
     "POST /api/v1/datasets/he/",
     "PUT /api/v1/datasets/{dataset_id}/bundle/files/{name}",
     "PUT /api/v1/datasets/{dataset_id}/escrow/",
+    # Whether a dataset may found or join an ensemble, and whether a table fits its features, depends on
+    # the declarations and the file's content, which the document cannot state.
+    "POST /api/v1/ensembles/",
+    "POST /api/v1/ensembles/{ensemble_id}/members/",
+    "POST /api/v1/ensembles/{ensemble_id}/jobs/",
 ]
 FAIL_ON_WARNINGS = [
     "unresolvable_reference",
@@ -180,6 +185,13 @@ def _build_world(site: Site) -> None:
     dataset = upload(METADATA)
     _expect(requests.post(f"{url}/api/v1/datasets/{dataset['id']}/publish/", headers=owner, timeout=TIMEOUT), 200)
     upload({**METADATA, "title": "A draft"})
+    ensemble = {
+        "title": "Schemathesis ensemble",
+        "dataset": dataset["id"],
+        "price_per_label": "0.01",
+        "label": "smoker",
+    }
+    _expect(requests.post(f"{url}/api/v1/ensembles/", headers=owner, json=ensemble, timeout=TIMEOUT), 201)
     purchase = _expect(
         requests.post(
             f"{url}/api/v1/purchases/", headers=buyer, json={"dataset": dataset["id"], "epsilon": "50"}, timeout=TIMEOUT
