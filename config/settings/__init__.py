@@ -282,8 +282,7 @@ CLOAKROOM_JOB_MAX_DELIVERIES = env_int("CLOAKROOM_JOB_MAX_DELIVERIES", 5)
 CLOAKROOM_DP_QUEUE = env_str("CLOAKROOM_DP_QUEUE", "dp")
 CLOAKROOM_HE_QUEUE = env_str("CLOAKROOM_HE_QUEUE", "he")
 CLOAKROOM_ML_QUEUE = env_str("CLOAKROOM_ML_QUEUE", "ml")
-# The queue of the escrow worker, the only process that ever opens an escrowed secret key.
-CLOAKROOM_KEYS_QUEUE = env_str("CLOAKROOM_KEYS_QUEUE", "keys")
+CLOAKROOM_KEYS_QUEUE = env_str("CLOAKROOM_KEYS_QUEUE", "keys")  # the escrow worker's, the only one opening keys
 # HE jobs are split into parts of this many ciphertext chunks per column, run in parallel on the he queue.
 CLOAKROOM_HE_PART_CHUNKS = env_int("CLOAKROOM_HE_PART_CHUNKS", 256)
 # HE dot products: the most weights a job may send, and the largest |weight|.
