@@ -23,6 +23,12 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from cloakroom_client.protocol import inference
+from compute.engines.he import inference as engine  # TenSEAL itself is imported on first use, past the limits
+from marketplace.he.checker import limit_resources
+
 JOB_FILE = "job.json"
 CONTEXT_FILE = "context.bin"
 INPUT_FILE = "inputs.ct"
@@ -31,11 +37,6 @@ SCORES_FILE = "scores.ct"
 
 def score_folder(folder: Path) -> dict:
     """Score the folder's ciphertexts into ``scores.ct``: ``{"ok": True}``, or a refusal."""
-    import numpy as np
-
-    from cloakroom_client.protocol import inference
-    from compute.engines.he import inference as engine
-
     job = json.loads((folder / JOB_FILE).read_text("utf-8"))
     weights, intercept, rows = np.asarray(job["weights"], dtype=float), np.asarray(job["intercept"]), int(job["rows"])
     count = inference.ciphertext_count(rows, weights.shape[1])
@@ -57,8 +58,6 @@ def score_folder(folder: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from marketplace.he.checker import limit_resources
-
     parser = argparse.ArgumentParser(prog="python -m compute.inference.scorer", description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--memory-bytes", type=int, default=3 * 1024**3)
