@@ -224,7 +224,7 @@ def test_a_training_job_of_each_model_kind_is_released_through_the_worker_and_ch
             assert len(estimator.predict(x)) == len(frame) and set(estimator.predict(x)) <= set(doc["model"]["classes"])
     with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{stack['db']}") as conn:
         ledger = conn.execute(
-            "SELECT job_id, kind, count(*) FROM compute_ledgerentry WHERE job_id = ANY(%s) GROUP BY job_id, kind",
+            "SELECT job_id, kind, count(*) FROM marketplace_ledgerentry WHERE job_id = ANY(%s) GROUP BY job_id, kind",
             ([j["id"] for j in jobs.values()],),
         ).fetchall()
     assert sorted((kind, count) for _, kind, count in ledger) == sorted([("commit", 1), ("reserve", 1)] * len(KINDS))

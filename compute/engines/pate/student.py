@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 from cloakroom_client.protocol.errors import QueryError
 
@@ -42,6 +41,8 @@ def student(
     present = sorted(set(codes.tolist()))
     if len(present) < 2:
         raise QueryError("spec.student", "The answered labels hold fewer than two classes: no student can be trained.")
+    from sklearn.linear_model import LogisticRegression  # lazy: scikit-learn is heavy, only a worker needs it
+
     est = LogisticRegression(C=C, max_iter=2000)
     est.fit(np.asarray(x_answered, dtype=float), codes)
     return {

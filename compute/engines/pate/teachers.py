@@ -22,8 +22,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
 
 from cloakroom_client.protocol.errors import QueryError
 
@@ -96,7 +94,11 @@ def partition(
 
 def _model(kind: str, seed: int) -> Any:
     if kind == "random_forest":
+        from sklearn.ensemble import RandomForestClassifier  # lazy: scikit-learn is heavy, only a worker needs it
+
         return RandomForestClassifier(n_estimators=50, max_depth=8, random_state=seed, n_jobs=1)
+    from sklearn.linear_model import LogisticRegression  # lazy, as above
+
     return LogisticRegression(max_iter=1000)
 
 
