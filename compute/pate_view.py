@@ -27,6 +27,19 @@ def describe_pate(spec: dict[str, Any]) -> str:
     )
 
 
+def _after(bound: dict[str, Any] | None) -> dict[str, str] | None:
+    """A member dataset's guarantee after the job (all its buyers), in parts that the table keeps whole."""
+    if not bound:
+        return None
+    delta = bound.get("delta") or 0
+    return {
+        "epsilon": presentation.fmt(float(bound["epsilon"])),
+        "delta": f"{delta:g}" if delta else "0",
+        "composition": str(bound.get("composition", "")),
+        "share": f"{float(bound['share_used']):.1%}",
+    }
+
+
 def pate_view(job: Job, labels_page: Any = None) -> dict[str, Any]:
     spec = job.spec or {}
     ids = list(spec.get("members") or [])
@@ -45,7 +58,7 @@ def pate_view(job: Job, labels_page: Any = None) -> dict[str, Any]:
                 "title": dataset.title if dataset else f"dataset {pk}",
                 "owner": dataset.owner.username if dataset else "",
                 "charge": charge,
-                "after_text": presentation.cumulative_text((charge or {}).get("dataset_after"), "its budget"),
+                "after": _after((charge or {}).get("dataset_after")),
             }
         )
     view: dict[str, Any] = {

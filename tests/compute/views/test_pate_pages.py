@@ -207,7 +207,9 @@ def test_the_job_page_shows_the_counts_each_member_charged_and_the_labels_a_page
         assert f'href="{reverse("dataset-detail", args=[dataset_id])}"' in members
         commit = LedgerEntry.objects.get(job_id=job.pk, dataset_id=dataset_id, kind=LedgerEntry.Kind.COMMIT)
         assert f'<td class="num member-epsilon">{commit.epsilon.normalize():f}</td>' in members
-    assert "of its budget used" in members and "clinic0" in members
+    after = job.result["privacy"]["members"][0]["dataset_after"]
+    assert f'<span class="num">{float(after["share_used"]):.1%}</span> of its budget used' in members
+    assert "clinic0" in members
     # The labels: the first 50 rows, then the next page.
     table = find_all(html, lambda tag, attrs: tag == "table" and "pate-label-table" in (attrs.get("class") or ""))[0]
     assert "Rows 1 to 50 of 120" in table and '<th scope="row" class="num">50</th>' in table
