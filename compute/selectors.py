@@ -21,7 +21,7 @@ ZERO = Decimal(0)
 
 def job_list(*, user: User) -> QuerySet[Job]:
     """The caller's own jobs, newest first."""
-    return Job.objects.filter(buyer=user).select_related("dataset", "purchase")
+    return Job.objects.filter(buyer=user).select_related("dataset", "purchase", "ensemble")
 
 
 def job_get(*, user: User, job_id) -> Job:

@@ -1,4 +1,4 @@
-"""Pages for query and training jobs, for trying queries on fake data, and for published models. None of these routes serves a stored file."""
+"""Pages for query, training and PATE jobs, for trying queries on fake data, and for published models. None of these routes serves a stored file."""
 
 from django.urls import path
 
@@ -15,6 +15,8 @@ urlpatterns = [
     path("datasets/<int:dataset_id>/train/", views.train_submit, name="train-submit"),
     path("datasets/<int:dataset_id>/train/form/", views.train_form_fragment, name="train-form"),
     path("datasets/<int:dataset_id>/train/estimate/", views.train_estimate_fragment, name="train-estimate"),
+    path("ensembles/<int:ensemble_id>/label/", views.pate_submit, name="pate-submit"),
+    path("ensembles/<int:ensemble_id>/label/estimate/", views.pate_estimate_fragment, name="pate-estimate"),
     path("jobs/", views.my_jobs, name="my-jobs"),
     path("jobs/table/", views.my_jobs_table, name="my-jobs-table"),
     path("jobs/<int:job_id>/", views.job_detail, name="job-detail"),

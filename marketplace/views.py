@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts.selectors import wallet_balance
 from config.exceptions import NotFound, ServiceError
 from marketplace import selectors, services
+from marketplace.ensembles.panel import owner_panel
 from marketplace.forms import BuyForm, CatalogueFilterForm
 from marketplace.models import Dataset
 
@@ -61,8 +62,11 @@ def catalogue(request: HttpRequest) -> HttpResponse:
     )
 
 
-def dataset_detail_context(request: HttpRequest, dataset: Dataset, buy_form: BuyForm | None = None) -> dict:
-    """The dataset page's context; compute's query views draw the same page with their panels added."""
+def dataset_detail_context(
+    request: HttpRequest, dataset: Dataset, buy_form: BuyForm | None = None, ensemble_panel: dict | None = None
+) -> dict:
+    """The dataset page's context; compute's query views draw the same page with their panels added, and
+    the ensemble views (marketplace/ensembles/views.py) with the owner's ensemble forms as posted."""
     user = request.user
     is_owner = user.is_authenticated and dataset.owner_id == user.pk
     can_buy = user.is_authenticated and user.is_buyer and not is_owner and dataset.status == Dataset.Status.PUBLISHED
@@ -80,6 +84,7 @@ def dataset_detail_context(request: HttpRequest, dataset: Dataset, buy_form: Buy
         "show_row_count": dataset.row_count_public or is_owner,
         "sold_percent": int(dataset.epsilon_sold * 100 / cap) if cap else 0,
         "balance": wallet_balance(user=user) if can_buy else None,
+        "ensemble_panel": (ensemble_panel or owner_panel(dataset)) if is_owner else None,
     }
 
 

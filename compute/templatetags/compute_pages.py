@@ -10,7 +10,7 @@ from typing import Any
 
 from django import template
 
-from compute.views import dummy_context, he_query_context, query_context, train_context
+from compute.views import dummy_context, he_query_context, pate_context, query_context, train_context
 
 register = template.Library()
 
@@ -47,3 +47,12 @@ def query_section(context: template.Context) -> dict[str, Any]:
         "csrf_token": context.get("csrf_token"),
         "user": request.user,
     }
+
+
+@register.inclusion_tag("compute/_pate_section.html", takes_context=True)
+def pate_section(context: template.Context) -> dict[str, Any]:
+    """The PATE job form on an ensemble's page, for a buyer (else what the visitor may do). A view that
+    already validated the form (a submission with errors) puts its panel in the context as ``pate_panel``."""
+    request = context["request"]
+    panel = context.get("pate_panel") or pate_context(user=request.user, ensemble=context["ensemble"])
+    return {"pate": panel, "request": request, "csrf_token": context.get("csrf_token"), "user": request.user}

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from compute import model_view, presentation, receipts, selectors, services
 from compute.forms.publish import PublishForm
 from compute.models import Job, ModelListing
+from compute.pate_view import describe_pate, pate_view
 from config.exceptions import NotFound, ServiceError
 
 JOBS_PAGE_SIZE = 25
@@ -59,14 +60,17 @@ def _own_job(request: HttpRequest, job_id: int) -> Job:
 
 
 def _describe(job: Job) -> str:
+    if job.kind == Job.Kind.PATE:
+        return describe_pate(job.spec)
     return model_view.describe_model(job.spec) if job.kind == Job.Kind.TRAIN else presentation.describe_query(job.spec)
 
 
-def job_context(job: Job, publish_form: PublishForm | None = None) -> dict[str, Any]:
+def job_context(job: Job, publish_form: PublishForm | None = None, labels_page: Any = None) -> dict[str, Any]:
     """A job's page: its status, its answer (or, for a train job, its model and the form that publishes
-    it), its receipt and its downloads."""
+    it; for a PATE job, its labels and each member's charge), its receipt and its downloads."""
     released = job.status == Job.Status.RELEASED and bool(job.result)
     trained = released and job.kind == Job.Kind.TRAIN
+    pate = pate_view(job, labels_page) if job.kind == Job.Kind.PATE else None
     receipt = receipts.receipt(job)
     if receipt:
         receipt["noise_scale_text"] = presentation.fmt(receipt.get("noise_scale"))
@@ -88,7 +92,8 @@ def job_context(job: Job, publish_form: PublishForm | None = None) -> dict[str, 
         "job": job,
         "query": _describe(job),
         "open": job.status in Job.OPEN_STATUSES,
-        "result": presentation.result_view(job.result, job.spec) if released and not trained else None,
+        "result": presentation.result_view(job.result, job.spec) if released and not (trained or pate) else None,
+        "pate": pate,
         "model": model,
         "listing": listing,
         "publish_form": publish_form if model and model["servable"] and listing is None else None,
@@ -100,7 +105,8 @@ def job_context(job: Job, publish_form: PublishForm | None = None) -> dict[str, 
 @login_required
 @require_GET
 def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
-    return render(request, "compute/job_detail.html", job_context(_own_job(request, job_id)))
+    context = job_context(_own_job(request, job_id), labels_page=request.GET.get("page"))
+    return render(request, "compute/job_detail.html", context)
 
 
 @login_required
@@ -120,5 +126,10 @@ def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
     except ServiceError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, f"Job {job.pk} was cancelled and its ε {job.epsilon.normalize():f} refunded.")
+        eps = f"{job.epsilon.normalize():f}"
+        if job.kind == Job.Kind.PATE:
+            done = f"its ε {eps} is refunded to every member dataset and the credits held are back in your wallet"
+        else:
+            done = f"its ε {eps} refunded"
+        messages.success(request, f"Job {job.pk} was cancelled and {done}.")
     return redirect("job-detail", job_id=job.pk)

@@ -1,5 +1,5 @@
-"""Accessibility basics in a real browser: at phone width (375 px) the main pages (the model pages
-among them) fit the screen without scrolling sideways, every form control has a label, and a buyer can find and buy budget
+"""Accessibility basics in a real browser: at phone width (375 px) the main pages (the model and
+ensemble pages among them) fit the screen without scrolling sideways, every form control has a label, and a buyer can find and buy budget
 with the keyboard alone."""
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from tests.e2e.helpers import (
     screenshot,
 )
 from tests.e2e.test_buyer_journey import clinic_csv, metadata
+from tests.e2e.test_pate_journey import SMALL_SPEC, api_pate_ensemble, api_run_pate
+from tests.fixtures.pate import pate_rows
 
 pytestmark = E2E
 
@@ -61,6 +63,8 @@ def test_main_pages_fit_a_phone_and_label_every_control(live_site, new_page):
     model = {"type": "logistic_regression", "features": ["age", "region", "visits"], "label": "smoker"}
     trained = api_run_job(live_site, buyer, purchase["id"], model, "1", kind="train")
     listed = api_publish_model(live_site, buyer, api_run_job(live_site, buyer, purchase["id"], model, "0.5", "train"))
+    ensemble = api_pate_ensemble(live_site)
+    labelled = api_run_pate(live_site, buyer, ensemble["id"], pate_rows(30, seed=4, labelled=False)[0], SMALL_SPEC)
 
     page = new_page(*PHONE)
     log_in(page, "bram")
@@ -74,6 +78,9 @@ def test_main_pages_fit_a_phone_and_label_every_control(live_site, new_page):
     check_page(page, "/models/", min_controls=0)
     check_page(page, f"/models/{listed['id']}/", min_controls=0)
     check_page(page, "/models/mine/", min_controls=0)
+    check_page(page, "/ensembles/", min_controls=0)
+    check_page(page, f"/ensembles/{ensemble['id']}/", min_controls=8)  # the file and the PATE spec's controls
+    check_page(page, f"/jobs/{labelled['id']}/", min_controls=0)  # the labels and the members charged
     check_page(page, "/purchases/", min_controls=0)
     check_page(page, "/accounts/wallet/", min_controls=0)
     check_page(page, "/accounts/keys/", min_controls=1)
@@ -87,6 +94,10 @@ def test_main_pages_fit_a_phone_and_label_every_control(live_site, new_page):
     screenshot(owner_page, "owner-dashboard-phone.png")
     check_page(owner_page, "/datasets/new/", min_controls=20)  # metadata, file and three column rows
     check_page(owner_page, f"/datasets/{dataset['id']}/", min_controls=0)
+    clinic = new_page(*PHONE)
+    log_in(clinic, "clinic_a")
+    # A member dataset's page: its ensemble, the form that creates another (title, price, label, description).
+    check_page(clinic, f"/datasets/{ensemble['dataset_ids'][0]}/", min_controls=4)
 
 
 def api_publish_model(site, headers: dict[str, str], job: dict) -> dict:

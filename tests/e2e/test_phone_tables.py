@@ -19,6 +19,8 @@ from tests.e2e.helpers import (
 from tests.e2e.phone import INTERVAL_LABELS, check_tables
 from tests.e2e.test_accessibility import api_publish_model
 from tests.e2e.test_buyer_journey import clinic_csv, metadata
+from tests.e2e.test_pate_journey import SMALL_SPEC, api_pate_ensemble, api_run_pate
+from tests.fixtures.pate import pate_rows
 
 pytestmark = E2E
 
@@ -29,11 +31,14 @@ TABLE_TEMPLATES = {
     "compute/_jobs_table.html": "/jobs/",
     "compute/_model_tables.html": "/jobs/<id>/ (a train job: its parameters, noisy parts and bounds)",
     "compute/_models_sold.html": "/models/mine/",
+    "compute/_pate_result.html": "/jobs/<id>/ (a PATE job: its labels and the members charged)",
     "compute/model_catalogue.html": "/models/",
     "compute/model_detail.html": "/models/<id>/",
     "compute/_result.html": "/jobs/<id>/ (interval, histogram and quantile answers)",
     "marketplace/dashboard.html": "/dashboard/",
     "marketplace/dataset_detail.html": "/datasets/<id>/",
+    "marketplace/ensembles/catalogue.html": "/ensembles/",
+    "marketplace/ensembles/detail.html": "/ensembles/<id>/",
     "marketplace/my_datasets.html": "/datasets/mine/",
     "marketplace/my_purchases.html": "/purchases/",
     "marketplace/purchase_detail.html": "/purchases/<id>/",
@@ -62,6 +67,8 @@ def test_every_table_keeps_its_words_whole_at_phone_width(live_site, new_page):
     model = {"type": "logistic_regression", "features": ["age", "region", "visits"], "label": "smoker"}
     trained = api_run_job(live_site, buyer, purchase["id"], model, "1", kind="train")
     listed = api_publish_model(live_site, buyer, trained)
+    ensemble = api_pate_ensemble(live_site)
+    labelled = api_run_pate(live_site, buyer, ensemble["id"], pate_rows(30, seed=4, labelled=False)[0], SMALL_SPEC)
 
     page = new_page(*PHONE)
     log_in(page, "bram")
@@ -77,6 +84,9 @@ def test_every_table_keeps_its_words_whole_at_phone_width(live_site, new_page):
     check_tables(page, "/models/", tables=1)
     check_tables(page, f"/models/{listed['id']}/", tables=1)  # the encoding
     check_tables(page, "/models/mine/", tables=1)
+    check_tables(page, "/ensembles/", tables=1)
+    check_tables(page, f"/ensembles/{ensemble['id']}/", tables=2)  # the members, the schema
+    check_tables(page, f"/jobs/{labelled['id']}/", tables=2)  # the labels, the members charged
     check_tables(page, f"/jobs/{jobs['interval']['id']}/", tables=1)
     labels = page.evaluate(INTERVAL_LABELS)
     assert len(labels["low"]) == 8  # four regions by smoker or not
