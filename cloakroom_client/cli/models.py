@@ -99,7 +99,7 @@ def _pate(args: argparse.Namespace, client: Client) -> int:
     table = pd.DataFrame({"row": range(1, len(labels) + 1), "label": labels["label"].to_numpy()})
     attrs = labels.attrs
     print(
-        f"job {attrs['job']}: {attrs['answered']} of {attrs['asked']} asked rows labelled, epsilon {attrs['epsilon']:g} "
+        f"job {attrs['job']}: {attrs['answered']} of {attrs['asked']} asked rows labelled, epsilon {attrs['epsilon']:.2f} "
         f"at delta {attrs['delta']:g}",
         file=sys.stderr,
     )
