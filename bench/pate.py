@@ -22,14 +22,15 @@ no noise, every asked query answered; its student too) and a logistic regression
 The 1-minute load average is printed at the start and the end. ``--update-docs`` writes the measured
 block into docs/BENCHMARKS.md ("PATE (issue 16)", bench/pate_report.py).
 
-TODO(issue 16, ``--through-api``): once branch i16-pate-market lands the ensembles and the ``pate`` job
-kind, add a runner that lists the three owners' datasets, joins them into an ensemble, and posts each
-setting's ``spec`` to ``POST /api/v1/ensembles/{id}/jobs/`` (in-process Django on a throwaway database, as
-bench/models_django.py does for ``train``), returning the same :class:`Run` from the released ``result``
-(labels, answered, asked, epsilon) and the ledger's commits; the data-dependent columns stay engine-only
-(the API never releases them). :func:`measure` takes the runner as a parameter for that reason.
+``--through-api`` also runs :data:`API_SETTINGS` (the paper's setting and the aim's ``"epsilon": 2``)
+through the job API (bench/pate_django.py): the three owners' parts listed and joined into an ensemble,
+the buyer's 1,500 rows posted to ``POST /api/v1/ensembles/{id}/jobs/`` with ``"student": true``, in
+in-process Django on a throwaway PostgreSQL database (``--database-url``, created and dropped, as
+bench/models.py does), Celery tasks run in this process. The same :class:`Run` comes from the released
+``result`` (labels, answered, asked, the student's model file), the ledger's commits and the job's
+reservation; the data-dependent columns stay engine-only (the API never releases them).
 
-    python bench/pate.py [--runs 5] [--pool 1500] [--update-docs]
+    python bench/pate.py [--runs 5] [--pool 1500] [--through-api] [--update-docs]
 """
 
 from __future__ import annotations
@@ -37,8 +38,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +65,8 @@ DELTA = 1e-5
 SHARES = (0.5, 0.3, 0.2)  # the three owners' shares of the training rows
 SPLIT_SEED, POOL_SEED = 0, 1  # public seeds: who owns which row, which test rows are the buyer's
 DOCS = REPO_ROOT / "docs" / "BENCHMARKS.md"
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/cloakroom_bench_pate"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/7"
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,8 @@ SETTINGS = (
         {**PAPER, "sigma2": 102.2, "max_queries": 1000, "epsilon": 2.0},
     ),
 )
+# Through the job API (--through-api): the paper's setting and the aim's, ``"epsilon": 2`` in the spec.
+API_SETTINGS = (SETTINGS[0], SETTINGS[3])
 
 
 @dataclass(frozen=True)
@@ -109,14 +117,24 @@ class Split:
         return [len(y) for _, y in self.members]
 
 
+def owner_rows(n: int, shares: Sequence[float] = SHARES) -> list[np.ndarray]:
+    """Which training rows each owner holds (a public seeded permutation)."""
+    order = np.random.RandomState(SPLIT_SEED).permutation(n)
+    return np.split(order, np.round(np.cumsum(shares)[:-1] * n).astype(int))
+
+
 def split(table: Table, pool: int, shares: Sequence[float] = SHARES) -> Split:
     x, y = encode(table, table.train), labels(table, table.train)
-    order = np.random.RandomState(SPLIT_SEED).permutation(len(y))
-    cuts = np.round(np.cumsum(shares)[:-1] * len(y)).astype(int)
-    members = [(x[rows], y[rows]) for rows in np.split(order, cuts)]
+    members = [(x[rows], y[rows]) for rows in owner_rows(len(y), shares)]
     test = table.test.iloc[np.random.RandomState(POOL_SEED).permutation(len(table.test))]
     buyer, evaluation = test.iloc[:pool], test.iloc[pool:]
     return Split(table, members, encode(table, buyer), labels(table, buyer), evaluation)
+
+
+def raw_parts(table: Table, pool: int) -> tuple[list[pd.DataFrame], pd.DataFrame]:
+    """The owners' rows and the buyer's as :func:`split` deals them, unencoded (for the job API)."""
+    test = table.test.iloc[np.random.RandomState(POOL_SEED).permutation(len(table.test))]
+    return [table.train.iloc[rows] for rows in owner_rows(len(table.train))], test.iloc[:pool]
 
 
 @dataclass
@@ -132,7 +150,7 @@ class Run:
     epsilon_data_dependent: float | None = None  # unsanitised: NOT charged (dp-accounting's conversion)
     epsilon_data_dependent_classic: float | None = None  # the same curve, the paper's conversion
     run_seconds: float = 0.0
-    student_seconds: float = 0.0
+    student_seconds: float | None = 0.0  # None: trained inside the job (through the API), in run_seconds
     curve: tuple[tuple[float, float], ...] = ()  # the data-dependent (order, RDP) curve, the bench's only
 
 
@@ -257,10 +275,50 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=5, help="runs per setting, each with fresh noise (default 5)")
     parser.add_argument("--pool", type=int, default=1500, help="test rows given to the buyer (default 1500)")
     parser.add_argument("--update-docs", action="store_true", help="write the measured block into docs/BENCHMARKS.md")
+    parser.add_argument("--through-api", action="store_true", help="also run API_SETTINGS through the job API")
+    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL, help="--through-api: created, then dropped")
+    parser.add_argument("--replace-database", action="store_true", help="drop the database first if it exists")
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="--through-api: a Redis database of its own")
     args = parser.parse_args()
+    args.conn_max_age = 0
     if args.runs < 1 or args.pool < max(s.spec["max_queries"] for s in SETTINGS):
         parser.error("--runs must be at least 1 and --pool at least every setting's max_queries")
     return args
+
+
+def through_api(data: Split, args: argparse.Namespace) -> list[Measured]:
+    """:data:`API_SETTINGS` through the job API (bench/pate_django.py) on a throwaway database."""
+    import django
+
+    from bench.dp_jobs_stores import create_database, drop_database, remove_redis_keys, settings_env
+
+    queue = f"bench-pate-{uuid.uuid4().hex[:12]}"
+    tmp = Path(tempfile.mkdtemp(prefix="cloakroom-bench-pate-"))
+    os.environ.update(settings_env(args, tmp, queue))
+    (tmp / "var" / "staticfiles").mkdir(parents=True)  # WhiteNoise warns of a missing folder
+    os.environ.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        CELERY_TASK_ALWAYS_EAGER="true",
+        LOG_LEVEL="WARNING",
+        CLOAKROOM_ML_QUEUE=queue,
+    )
+    create_database(args.database_url, args.replace_database or args.database_url == DEFAULT_DATABASE_URL)
+    try:
+        django.setup()
+        from django.core.management import call_command
+
+        from bench import pate_django
+
+        call_command("migrate", verbosity=0, interactive=False)
+        runner = pate_django.prepare(data.table, *raw_parts(data.table, args.pool), data.evaluation)
+        return measure(data, API_SETTINGS, args.runs, runner.for_settings(API_SETTINGS, args.pool, DELTA))
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        drop_database(args.database_url)
+        remove_redis_keys(args.redis_url, queue)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> int:
@@ -272,6 +330,7 @@ def main() -> int:
     data = split(models_adult.adult(), args.pool)
     measured = measure(data, SETTINGS, args.runs)
     baseline = non_private(data, measured[0].spec)
+    api = through_api(data, args) if args.through_api else None
     seconds = time.perf_counter() - t
     tail = f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}"
     text = pate_report.block(
@@ -279,6 +338,7 @@ def main() -> int:
         pate_report.table(measured, baseline),
         pate_report.notes(data, measured, baseline, DELTA),
         tail,
+        api=pate_report.api_section(api) if api is not None else None,
     )
     print(text)
     if args.update_docs:

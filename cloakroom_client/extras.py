@@ -59,7 +59,8 @@ class TryAndTrain:
         return self._request("POST", "jobs/", json=body)
 
     def model_file(self, job_id: int) -> dict:
-        """A released train job's portable model file (plain JSON: parameters, encoding, receipt)."""
+        """A released train job's portable model file (plain JSON: parameters, encoding, receipt), or a PATE
+        job's student (submitted with ``student=True``)."""
         return self._request("GET", f"jobs/{int(job_id)}/model/")
 
     def model(self, job_id: int):

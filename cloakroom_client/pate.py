@@ -65,14 +65,16 @@ class Ensembles:
         self, ensemble_id: int, frame: pd.DataFrame, *, timeout: float = 600.0, progress: bool = True, **spec: Any
     ) -> pd.DataFrame:
         """Label the rows of ``frame`` by the ensemble's teachers (``spec``: teachers, threshold, sigma1,
-        sigma2, max_queries, teacher_model, epsilon, seed; omitted ones get defaults). Waits for the job
-        and returns a DataFrame on ``frame``'s index with ``label`` (None where not answered); its
-        ``attrs`` hold the job id, answered, asked, epsilon and delta. Raises CloakroomError on a refusal
-        and RuntimeError when the job fails."""
+        sigma2, max_queries, teacher_model, epsilon, seed, student; omitted ones get defaults). Waits for
+        the job and returns a DataFrame on ``frame``'s index with ``label`` (None where not answered); its
+        ``attrs`` hold the job id, answered, asked, epsilon and delta, and ``student`` (whether one was
+        released: with ``student=True``, ``client.model(attrs["job"])`` rebuilds it in scikit-learn).
+        Raises CloakroomError on a refusal and RuntimeError when the job fails."""
         job = self.wait(self.submit_pate(ensemble_id, frame, **spec), timeout=timeout, progress=progress)
         if job["status"] != "released":
             raise RuntimeError(f"PATE job {job['id']} {job['status']}: {job.get('error') or 'no labels'}")
         result = job["result"]
         labels = pd.DataFrame({"label": pd.Series(result["labels"], index=frame.index, dtype=object)})
         labels.attrs.update({"job": job["id"], **{k: result[k] for k in ("answered", "asked", "epsilon", "delta")}})
+        labels.attrs["student"] = result.get("student") is not None
         return labels

@@ -19,12 +19,12 @@ from django.db import IntegrityError, transaction
 
 from accounts.models import User
 from compute.engines import accounting
-from compute.engines import pate as engine
 from compute.kinds.base import query_error
 from compute.kinds.pate import epsilon_of
 from compute.models import Job
 from compute.pate_budget import members_record, members_reserve
 from compute.pate_payment import payment_hold, payment_hold_amount
+from compute.pate_student import student_flag
 from compute.services import job_send
 from config.exceptions import Conflict, Forbidden, ValidationFailed
 from config.lookups import get_or_404
@@ -88,6 +88,8 @@ def pate_submit(
 ) -> tuple[Job, bool]:
     """Validate, reserve every member's budget, hold the credits and queue a PATE job. Returns
     ``(job, created)``; ``created`` is False when the same ``Idempotency-Key`` answered before."""
+    from compute.engines import pate as engine  # it imports scikit-learn: loaded on a first submission only
+
     if not buyer.is_buyer:
         raise Forbidden("Only accounts with the buyer role can submit jobs.", code="not_a_buyer")
     ensemble = get_or_404(Ensemble.objects, message="No such ensemble.", pk=ensemble_id)
@@ -95,7 +97,8 @@ def pate_submit(
         earlier = Job.objects.filter(buyer=buyer, idempotency_key=idempotency_key).first()
         if earlier is not None:
             return earlier, False
-    body = _spec_body(spec)
+    # ``student`` is the marketplace's, not the engine's: a post-processing of the labels (pate_student.py).
+    body, student = student_flag(_spec_body(spec))
     data, rows = _checked_table(ensemble, upload)
     datasets = ensemble_member_datasets(ensemble=ensemble)
     if not datasets:
@@ -115,6 +118,8 @@ def pate_submit(
         "max_queries": parsed.max_queries,
         "price_per_label": f"{price:f}",
     }
+    if student:
+        canonical["student"] = True
     hold = payment_hold_amount(price_per_label=price, max_queries=parsed.max_queries)
     path = storage.store_encrypted(data, folder="pate-inputs")
     try:

@@ -116,8 +116,15 @@ def result_json(job: Job) -> str:
 MODEL_FORMAT = "cloakroom-model"
 
 
+def released_model(job: Job) -> dict[str, Any] | None:
+    """A released job's model: a train job's ``model``, or a PATE job's ``student`` (docs/PATE.md)."""
+    result = job.result or {}
+    return result.get("student") if job.kind == Job.Kind.PATE else result.get("model")
+
+
 def model_file(job: Job) -> str:
-    """A released train job's portable model file: the parameters, the encoding a loader needs (the
-    declared bounds and categories) and the receipt (cloakroom_client/models.py reads it)."""
-    doc = {"format": MODEL_FORMAT, "version": 1, "job": job.pk, "model": (job.result or {}).get("model")}
+    """A released train job's (or a PATE job's student's) portable model file: the parameters, the
+    encoding a loader needs (the declared bounds and categories) and the receipt
+    (cloakroom_client/models.py reads it)."""
+    doc = {"format": MODEL_FORMAT, "version": 1, "job": job.pk, "model": released_model(job)}
     return json.dumps({**doc, "receipt": receipt(job)}, indent=2)

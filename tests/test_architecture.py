@@ -45,6 +45,12 @@ DELIBERATELY_LAZY = {
     # `cloakroom he publish` on an installation without the upload module says so in a sentence
     # instead of failing to start (tests/cloakroom_client/he/test_encrypt.py).
     ("cloakroom_client.cli.bundles", "cloakroom_client.upload"),
+    # The PATE engine imports scikit-learn: loaded where a PATE job is submitted, run or given a student,
+    # not by every process that registers the job kinds or loads the URLs (a second start of the demo
+    # imports no scikit-learn: tests/integration/test_readme_tour.py).
+    ("compute.kinds.pate", "compute.engines.pate"),
+    ("compute.pate_services", "compute.engines.pate"),
+    ("compute.pate_student", "compute.engines.pate"),
 }
 NO_DJANGO = ("cloakroom_client", "compute.engines")
 DJANGO = ("django", "rest_framework", "drf_spectacular", "celery", "kombu")

@@ -44,6 +44,11 @@ def add_commands(sub: Any) -> None:
     p.add_argument("rows", help="a CSV file with a header row holding the ensemble's feature columns")
     p.add_argument("--out", "-o", help="write the labels here (CSV: row,label) instead of the terminal")
     p.add_argument("--spec", default="{}", help='the spec as JSON, e.g. \'{"teachers": 250, "max_queries": 500}\'')
+    p.add_argument(
+        "--student",
+        metavar="FILE",
+        help="also train a student on the answered labels (spec.student) and write its model file here (JSON)",
+    )
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the job (default 600)")
     p.add_argument("--no-progress", action="store_true", help="do not draw the progress line on stderr")
 
@@ -87,14 +92,30 @@ def _pate(args: argparse.Namespace, client: Client) -> int:
     spec = json.loads(args.spec)
     if not isinstance(spec, dict):
         raise SystemExit("--spec must be a JSON object")
+    if args.student:
+        spec["student"] = True
     frame = pd.read_csv(args.rows)
     labels = client.pate(args.ensemble, frame, timeout=args.timeout, progress=not args.no_progress, **spec)
     table = pd.DataFrame({"row": range(1, len(labels) + 1), "label": labels["label"].to_numpy()})
+    attrs = labels.attrs
+    print(
+        f"job {attrs['job']}: {attrs['answered']} of {attrs['asked']} asked rows labelled, epsilon {attrs['epsilon']:.2f} "
+        f"at delta {attrs['delta']:g}",
+        file=sys.stderr,
+    )
     if args.out:
         table.to_csv(args.out, index=False)
-        print(f"wrote {args.out}: {labels.attrs['answered']} of {len(table)} rows labelled", file=sys.stderr)
+        print(f"wrote {args.out}: {attrs['answered']} of {len(table)} rows labelled", file=sys.stderr)
     else:
         sys.stdout.write(table.to_csv(index=False))
+    if args.student:
+        if not attrs["student"]:
+            reason = (client.job(attrs["job"]).get("result") or {}).get("student_error", "no student was released")
+            print(f"no student: {reason}", file=sys.stderr)
+            return 1
+        with open(args.student, "w") as out:
+            json.dump(client.model_file(attrs["job"]), out, indent=2)
+        print(f"wrote {args.student}: the student's model file (cloakroom_client.models.estimator)", file=sys.stderr)
     return 0
 
 

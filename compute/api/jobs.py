@@ -313,9 +313,10 @@ class JobModelApi(FileApi):
         tag="jobs",
         summary="Download a released model",
         description="A released train job's model as a portable JSON file: the parameters, the encoding of the "
-        "features a loader needs, and the receipt. `cloakroom_client` rebuilds a scikit-learn estimator from it "
-        "(`client.model(job_id)`). A job that is not released is a 404 (`not_released`), a job that is no "
-        "train job a 404 (`not_a_model`).",
+        "features a loader needs, and the receipt; for a PATE job submitted with `spec.student`, its student. "
+        "`cloakroom_client` rebuilds a scikit-learn estimator from it (`client.model(job_id)`). A job that is "
+        "not released is a 404 (`not_released`), a job that trained no model (no train job, or a PATE job "
+        "without a student) a 404 (`not_a_model`).",
         parameters=[
             openapi.attachment_header("cloakroom-model-{id}.json"),
         ],
@@ -324,10 +325,15 @@ class JobModelApi(FileApi):
     )
     def get(self, request, job_id: int):
         job = selectors.job_get(user=request.user, job_id=job_id)
-        if job.kind != Job.Kind.TRAIN:
+        if job.kind not in (Job.Kind.TRAIN, Job.Kind.PATE) or (
+            job.kind == Job.Kind.PATE and not job.spec.get("student")
+        ):
             raise NotFound("This job trained no model.", code="not_a_model")
         if job.status != Job.Status.RELEASED:
             raise NotFound(f"The job is {job.status}; only released models can be downloaded.", code="not_released")
+        if receipts.released_model(job) is None:
+            error = (job.result or {}).get("student_error") or "no model was released"
+            raise NotFound(f"This job released no model: {error}", code="not_a_model")
         response = HttpResponse(receipts.model_file(job), content_type="application/json")
         response["Content-Disposition"] = f'attachment; filename="cloakroom-model-{job.pk}.json"'
         return response

@@ -27,7 +27,7 @@ openapi.register_component(
         "type": "object",
         "additionalProperties": False,
         "description": "Omitted fields get defaults: 250 teachers, threshold 0.8 of them, sigma1 150, sigma2 40, every "
-        "row asked up to 1,000, logistic-regression teachers. With `epsilon`, the sigmas (or max_queries, when both "
+        "row asked up to 1,000, logistic-regression teachers, no student. With `epsilon`, the sigmas (or max_queries, when both "
         "sigmas are given) are fitted so that the reservation is at most epsilon at the members' delta.",
         "properties": {
             "teachers": {"type": "integer", "minimum": 1, "maximum": 2000},
@@ -38,6 +38,11 @@ openapi.register_component(
             "teacher_model": {"type": "string", "enum": ["logistic_regression", "random_forest"]},
             "epsilon": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
             "seed": {"type": "integer", "minimum": 0, "maximum": 4294967295},
+            "student": {
+                "type": "boolean",
+                "description": "Also release `student`: a logistic regression trained on the answered labels "
+                "(post-processing, no further charge), a model file at /api/v1/jobs/{id}/model/.",
+            },
         },
     },
 )

@@ -157,6 +157,13 @@ openapi.register_component(
             "asked": {"type": "integer"},
             "epsilon": {"type": "number", "description": "The rho charged to every member, as epsilon at delta."},
             "delta": {"type": "number"},
+            "student": {
+                "allOf": [openapi.ref("Model")],
+                "nullable": True,
+                "description": "Only with spec.student: a logistic regression trained on the answered labels "
+                "(post-processing, no charge), in a train job's model format; null when it could not be fitted.",
+            },
+            "student_error": {"type": "string", "description": "Why no student could be fitted (spec.student only)."},
         },
     },
 )
@@ -298,7 +305,9 @@ class JobOutputSerializer(serializers.Serializer):
         if obj.kind == Job.Kind.TRAIN:
             return {"model": r.get("model")}
         if obj.kind == Job.Kind.PATE:
-            return {k: r.get(k) for k in ("labels", "answered", "asked", "epsilon", "delta")}
+            # The student (docs/PATE.md) only when one was asked for, so a plain job's result stays as it was.
+            extra = [k for k in ("student", "student_error") if k in r]
+            return {k: r.get(k) for k in ("labels", "answered", "asked", "epsilon", "delta", *extra)}
         out = {"aggregate": r.get("aggregate"), "groups": r.get("groups")}
         if "regression" in r:
             out["regression"] = r["regression"]

@@ -6,7 +6,8 @@ A PATE job is submitted to an ensemble, not through a purchase (compute/pate_ser
 pays per answered label and every member dataset is charged the same rho (compute/pate_budget.py). The
 worker decrypts the members' rows and the buyer's table into memory, runs the engine, and releases the
 labels (None where not answered), the counts asked and answered, and the epsilon of the rho used at the
-members' delta. The votes never leave the engine; the buyer's table is deleted once the job is done.
+members' delta; with ``spec.student``, also a student model trained on the answered labels
+(compute/pate_student.py). The votes never leave the engine; the buyer's table is deleted once the job is done.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from django.utils import timezone
 
 from compute import tasks
 from compute.engines import accounting
-from compute.engines import pate as engine
 from compute.kinds.base import JobEstimate, JobKind, Prepared
 from compute.lifecycle import job_claim, job_fail, job_heartbeat, job_release
 from compute.models import Job
 from compute.pate_data import allocation_sizes, classes_of, member_rows, unlabelled_rows
+from compute.pate_student import released_student
 from config.exceptions import ValidationFailed
 from marketplace import storage
 from marketplace.models import EPSILON_QUANTUM, Dataset, Purchase
@@ -85,6 +86,10 @@ class Pate(JobKind):
         return outcome
 
     def _label_and_release(self, job_id: int, token: str) -> str:
+        # The engine imports scikit-learn: loaded by the worker that runs a job, not by every process that
+        # registers the kinds (a second start of the demo imports no scikit-learn).
+        from compute.engines import pate as engine
+
         job = Job.objects.select_related("ensemble").get(pk=job_id)
         ensemble = job.ensemble
         try:
@@ -119,6 +124,9 @@ class Pate(JobKind):
             "released_at": timezone.now().isoformat(),
             "mode": "dp",
         }
+        if job.spec.get("student"):
+            # Post-processing of the labels on the buyer's own rows (compute/pate_student.py): no charge.
+            result.update(released_student(ensemble.features, ensemble.label, unlabelled, out.labels))
         if not job_release(job=job, result=result, claim=token, used_rho=used, answered=int(out.answered)):
             return "skipped"
         return "released"

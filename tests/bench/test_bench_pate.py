@@ -108,3 +108,32 @@ def test_the_docs_block_is_rewritten_in_place_beside_the_models_block(tmp_path):
     second = path.read_text()
     assert "Reading kept." in second and second.endswith("\nafter\n") and "m1" in second
     assert "p2" in second and "p1" not in second and second.count(pate_report.BEGIN) == 1
+
+
+# A transaction test: the job is sent to Celery (eager here) once its row is committed.
+@pytest.mark.django_db(transaction=True)
+def test_through_the_job_api_a_run_comes_from_the_release_and_the_ledger(eager_tasks):
+    from bench import pate_django
+    from compute.models import Job
+    from marketplace.models import LedgerEntry
+
+    table = tiny_table()
+    data = bench.split(table, pool=150)
+    owners, buyer = bench.raw_parts(table, 150)
+    assert [len(o) for o in owners] == data.sizes and len(buyer) == 150
+    runner = pate_django.prepare(table, owners, buyer, data.evaluation).for_settings(SETTINGS[:1], 150, 1e-5)
+    (m,) = bench.measure(data, SETTINGS[:1], runs=1, runner=runner)
+    (run,) = m.runs
+    job = Job.objects.get(kind="pate")
+    assert job.spec["student"] is True and job.spec["pate"] == m.spec.canonical()
+    assert (run.asked, run.answered) == (120, job.result["answered"]) and run.answered > 0
+    commits = LedgerEntry.objects.filter(job_id=job.pk, kind="commit")
+    assert commits.count() == 3 and {float(c.epsilon) for c in commits} == {run.epsilon_charged}
+    used = pate.used_rho(m.spec, run.asked, run.answered)
+    assert run.epsilon_charged == pytest.approx(accounting.zcdp_epsilon(used, 1e-5), abs=1e-5)
+    assert run.epsilon_reserved == float(job.epsilon) >= run.epsilon_charged
+    assert 0.5 < run.label_accuracy <= 1.0 and 0.5 < run.student_accuracy <= 1.0
+    assert run.epsilon_data_dependent is None and run.student_seconds is None
+    lines = pate_report.api_section([m])
+    assert {line.count("|") for line in lines if line.startswith("|")} == {12}
+    assert "in the run" in lines[4] and "through the job API is met by" in lines[-2]

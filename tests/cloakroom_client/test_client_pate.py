@@ -64,3 +64,31 @@ def test_the_pate_command_writes_a_csv_of_labels(pate_ensemble, buyer_sdk, live_
     table = pd.read_csv(out)
     assert list(table.columns) == ["row", "label"] and list(table["row"]) == list(range(1, 13))
     assert "rows labelled" in capsys.readouterr().err
+
+
+def test_the_pate_command_with_student_writes_a_model_file_that_rebuilds(
+    pate_ensemble, buyer_sdk, live_server, tmp_path, capsys
+):
+    import json
+
+    import numpy as np
+
+    from cloakroom_client import models as sdk_models
+
+    _, key = buyer_sdk
+    rows = tmp_path / "rows.csv"
+    text, truth = pate_rows(40, seed=7, labelled=False)
+    rows.write_text(text)
+    student = tmp_path / "student.json"
+    code = main(
+        ["--url", live_server.url, "--api-key", key, "pate", str(pate_ensemble["id"]), str(rows), "--out",
+         str(tmp_path / "labels.csv"), "--spec", json.dumps(SPEC), "--student", str(student), "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "of 30 asked rows labelled" in err and f"wrote {student}" in err
+    doc = json.loads(student.read_text())
+    assert doc["format"] == "cloakroom-model" and doc["model"]["label"] == "outcome"
+    frame = pd.read_csv(rows)
+    predicted = sdk_models.estimator(doc).predict(sdk_models.design_matrix(doc, frame))
+    assert np.mean(predicted == truth) >= 0.9

@@ -20,6 +20,8 @@ from django.core.management import call_command
 from accounts.models import ApiKey, CreditEntry, User
 from accounts.selectors import wallet_balance
 from accounts.services import api_key_create
+from compute.management.commands.seed_demo_pate import BUYER as PATE_BUYER
+from compute.management.commands.seed_demo_pate import OWNERS as PATE_OWNERS
 from marketplace import storage
 from marketplace.management.commands.seed_demo import (
     DEMO_DATASETS,
@@ -75,10 +77,11 @@ def test_seed_demo_creates_an_owner_two_buyers_with_credits_and_a_superuser():
 def test_seed_demo_prints_a_working_password_for_each_new_account():
     output = seed()
     passwords = dict(PASSWORD_LINE.findall(output))
-    assert set(passwords) == {"demo-owner", "demo-buyer", "demo-modeller", "admin"}
+    # With the PATE ensemble's three clinics and its buyer (compute/management/commands/seed_demo_pate.py).
+    assert set(passwords) == {"demo-owner", "demo-buyer", "demo-modeller", "admin", *PATE_OWNERS, PATE_BUYER}
     for username, password in passwords.items():
         assert User.objects.get(username=username).check_password(password), username
-    assert len(set(passwords.values())) == 4
+    assert len(set(passwords.values())) == 8
 
 
 def test_seed_demo_publishes_both_datasets_with_the_row_counts_of_the_sklearn_tables():
@@ -100,7 +103,10 @@ def test_seed_demo_stores_the_demo_files_encrypted(private_storage):
     files = [
         p for p in Path(private_storage).rglob("*") if p.is_file() and p.relative_to(private_storage).parts[0] != "he"
     ]
-    assert len(files) == 2
+    # The two tables and the PATE ensemble's three clinics; the PATE buyer's unlabelled table is deleted
+    # once its job is released.
+    assert len(files) == 5
+    assert not [p for p in files if p.relative_to(private_storage).parts[0] == "pate-inputs"]
     for path in files:
         raw = path.read_bytes()
         # A Fernet token is url-safe base64 that starts with its version byte, 0x80 ("gAAAAA").

@@ -1,5 +1,6 @@
-"""Seed the demo: four accounts, two published DP datasets and one HE dataset built from real data, and
-(by seed_demo_model, run last) a DP model of the breast-cancer table published for encrypted inference.
+"""Seed the demo: four accounts, two published DP datasets and one HE dataset built from real data, then
+(by seed_demo_model) a DP model of the breast-cancer table published for encrypted inference, and last
+(by seed_demo_pate) a PATE ensemble of three owners' parts of that table, which labels demo-buyer's tumours.
 
 The data are two tables that scikit-learn ships inside its package (no download): the Wisconsin
 breast-cancer diagnostic table (569 tumours) and the diabetes progression table (442 patients).
@@ -207,7 +208,7 @@ AGENT_KEY_FILE_NAME = "demo-owner-agent.key"
 class Command(BaseCommand):
     help = (
         "Create the demo accounts (demo-owner, demo-buyer, demo-modeller, admin), two published DP datasets, one HE "
-        "dataset and a DP model published for encrypted inference. Safe to re-run."
+        "dataset, a DP model published for encrypted inference and a PATE ensemble. Safe to re-run."
     )
 
     def handle(self, *args, **options) -> None:
@@ -233,6 +234,7 @@ class Command(BaseCommand):
         self._summary(created_passwords, existing, datasets, buyer)
         # The demo's model and its listing are compute's (which marketplace cannot import): by name.
         call_command("seed_demo_model", stdout=self.stdout, stderr=self.stderr)
+        call_command("seed_demo_pate", stdout=self.stdout, stderr=self.stderr)
 
     # Accounts -------------------------------------------------------------------------------
 
