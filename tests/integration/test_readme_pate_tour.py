@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
-import subprocess
-import sys
 from decimal import Decimal
 
 import numpy as np
@@ -18,14 +15,11 @@ import pandas as pd
 import pytest
 
 from cloakroom_client import models as sdk_models
-from tests.integration.live import REPO_ROOT
 from tests.integration.test_readme_tour import (  # noqa: F401 (demo: the module's fixture, started here too)
-    CURL_SPY,
     README,
     demo,
-    in_a_checkout,
     readme_blocks,
-    section_blocks,
+    run_section_as_buyer,
     spied_calls,
 )
 
@@ -47,19 +41,7 @@ def test_the_pate_tour_labels_the_tumours_as_written(demo, tmp_path):  # noqa: F
 
     buyer = demo.key("demo-buyer")
     before = Decimal(demo.get("/api/v1/me/", buyer)["credits"])
-    in_a_checkout(tmp_path)
-    command = f'cloakroom() {{ {shlex.quote(sys.executable)} -m cloakroom_client.cli "$@"; }}\n'
-    script = command + CURL_SPY + "".join(demo.as_reader(block) for block in section_blocks(text, PATE_TOUR, "sh"))
-    env = {
-        **demo.env,
-        "PYTHONPATH": str(REPO_ROOT),
-        "KEY": buyer["Authorization"].removeprefix("Bearer "),
-        "CLOAKROOM_URL": demo.url,
-        "CLOAKROOM_PASSWORD": demo.passwords["demo-buyer"],
-        "CLOAKROOM_CREDENTIALS": str(tmp_path / "credentials.json"),
-    }
-    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    result = run_section_as_buyer(demo, text, PATE_TOUR, buyer, tmp_path)
     calls = spied_calls(result.stderr)
     assert calls[0] == ("GET", "/api/v1/ensembles/", 200), calls
     assert ("POST", "/api/v1/ensembles/{id}/jobs/", 202) in calls, calls

@@ -184,6 +184,25 @@ def test_the_readme_has_a_curl_tour_and_python_snippets_to_run():
     assert any("client.buy(" in snippet for snippet in python_snippets(text))
 
 
+def run_section_as_buyer(demo, text: str, heading: str, buyer: dict, folder: Path) -> subprocess.CompletedProcess:
+    """Run a README section's ``sh`` blocks as written, as demo-buyer, in a checkout copied to ``folder``
+    (curl spied on, ``cloakroom`` from this checkout); it must exit 0."""
+    in_a_checkout(folder)
+    command = f'cloakroom() {{ {shlex.quote(sys.executable)} -m cloakroom_client.cli "$@"; }}\n'
+    script = command + CURL_SPY + "".join(demo.as_reader(block) for block in section_blocks(text, heading, "sh"))
+    env = {
+        **demo.env,
+        "PYTHONPATH": str(REPO_ROOT),
+        "KEY": buyer["Authorization"].removeprefix("Bearer "),
+        "CLOAKROOM_URL": demo.url,
+        "CLOAKROOM_PASSWORD": demo.passwords["demo-buyer"],
+        "CLOAKROOM_CREDENTIALS": str(folder / "credentials.json"),
+    }
+    result = subprocess.run(["bash", "-c", script], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    return result
+
+
 def spied_calls(stderr: str) -> list[tuple[str, str, int]]:
     """The tour's HTTP calls in order as (method, path with ids as {id}, status); the calls that only
     wait for the job (the same GET again and again) count once."""
@@ -286,19 +305,7 @@ def test_the_model_tour_predicts_with_the_seeded_model_as_written(demo, tmp_path
     credits = {
         who: Decimal(demo.get("/api/v1/me/", key)["credits"]) for who, key in (("buyer", buyer), ("modeller", modeller))
     }
-    in_a_checkout(tmp_path)
-    command = f'cloakroom() {{ {shlex.quote(sys.executable)} -m cloakroom_client.cli "$@"; }}\n'
-    script = command + CURL_SPY + "".join(demo.as_reader(block) for block in section_blocks(text, MODEL_TOUR, "sh"))
-    env = {
-        **demo.env,
-        "PYTHONPATH": str(REPO_ROOT),
-        "KEY": buyer["Authorization"].removeprefix("Bearer "),
-        "CLOAKROOM_URL": demo.url,
-        "CLOAKROOM_PASSWORD": demo.passwords["demo-buyer"],
-        "CLOAKROOM_CREDENTIALS": str(tmp_path / "credentials.json"),
-    }
-    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    result = run_section_as_buyer(demo, text, MODEL_TOUR, buyer, tmp_path)
     assert spied_calls(result.stderr)[0] == ("GET", "/api/v1/models/", 200), result.stderr
     assert "demo-modeller  Breast cancer: malignant or benign (DP logistic regression)" in result.stdout
     assert "wrote scores.csv (10 rows)" in result.stderr
