@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 from scipy import optimize
 
-from cloakroom_client.protocol.noise import GRID_STEPS, Mechanism, gaussian_rho
+from cloakroom_client.protocol.noise import GRID_STEPS, Mechanism
+from compute.engines.models.shares import budget_share
 from compute.engines.models.spec import ModelSpec
 
 # The solver's stopping rule: the gradient's norm at the released point, before the noise.
@@ -81,17 +82,6 @@ def _granularity(target: float) -> float:
     return g
 
 
-def _share(epsilon: float, delta: float, share: Fraction) -> tuple[float, float]:
-    """A share of the budget as (epsilon, rho): of epsilon when pure, of the Gaussian's rho otherwise
-    (rounded down, so that the shares never add up past the whole)."""
-    if delta <= 0:
-        exact = Fraction(repr(epsilon)) * share
-        value = float(exact)
-        return (math.nextafter(value, 0.0) if Fraction(value) > exact else value), 0.0
-    rho = gaussian_rho(epsilon, delta) * (1.0 - 1e-9) * float(share)
-    return rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta)), rho
-
-
 def _weights_mechanism(spec: ModelSpec, epsilon: float, delta: float) -> Mechanism:
     """The noise on ``lambda * W``, whose sensitivity is ``L + 2 TOLERANCE`` whatever lambda is: the
     mechanism is fixed before the count that sets lambda is drawn."""
@@ -108,8 +98,9 @@ def mechanisms(spec: ModelSpec, epsilon: float, delta: float) -> dict[str, Mecha
     rows' noisy count (unless C is given) and the weights."""
     if spec.params.get("C") is not None:
         return {"weights": _weights_mechanism(spec, epsilon, delta)}
-    count_eps, _ = _share(epsilon, delta, COUNT_SHARE)
-    weights_eps, _ = _share(epsilon, delta, 1 - COUNT_SHARE)
+    part, total = COUNT_SHARE.numerator, COUNT_SHARE.denominator
+    count_eps, _ = budget_share(epsilon, delta, part, total)
+    weights_eps, _ = budget_share(epsilon, delta, total - part, total)
     if delta > 0:
         count = Mechanism("gaussian", count_eps, delta, 1.0, 1.0, 1, True)
     else:

@@ -43,15 +43,14 @@ from typing import Any
 
 import numpy as np
 
-from cloakroom_client.protocol.noise import Mechanism, gaussian_rho, make_rng
+from cloakroom_client.protocol.noise import Mechanism, make_rng
 from compute.engines.models.logistic import mechanisms as logistic_mechanisms
 from compute.engines.models.logistic import n_weights
+from compute.engines.models.shares import budget_share
 from compute.engines.models.spec import ModelSpec
 
 GRID = 2.0**-10
 STEPS_PER_UNIT = 1025
-# The share of the Gaussian's rho handed out, so that float rounding never adds up past it.
-_RHO_SAFETY = 1.0 - 1e-9
 
 Stat = tuple[int, ...]
 
@@ -138,15 +137,6 @@ def signatures(spec: ModelSpec, stats: list[Stat]) -> int:
     return len({tuple(sorted(groups[c] for c in stat)) for stat in stats})
 
 
-def _share(epsilon: float, part: int, total: int) -> float:
-    """epsilon * part / total, rounded down so that the shares never add up past epsilon."""
-    exact = Fraction(repr(epsilon)) * part / total
-    value = float(exact)
-    if Fraction(value) > exact:
-        value = math.nextafter(value, 0.0)
-    return value
-
-
 def sizes(spec: ModelSpec) -> dict[str, tuple[int, int]]:
     """Each part's number of statistics and ``S`` (its L1 sensitivity), from the declaration alone. A
     random forest's part is one tree: its leaves' class counts, of which one row moves one by 1."""
@@ -163,9 +153,8 @@ def _mechanism(epsilon: float, delta: float, size: int, total: int, integer: boo
     grid, unit = (1.0, 1) if integer else (GRID, STEPS_PER_UNIT)
     if delta <= 0:
         kind = "geometric" if integer else "laplace"
-        return Mechanism(kind, _share(epsilon, size, total), 0.0, float(size), grid, unit * size, integer)
-    rho = gaussian_rho(epsilon, delta) * _RHO_SAFETY * size / total
-    eps = rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta))
+        return Mechanism(kind, budget_share(epsilon, 0.0, size, total)[0], 0.0, float(size), grid, unit * size, integer)
+    eps, _ = budget_share(epsilon, delta, size, total)
     return Mechanism("gaussian", eps, delta, math.sqrt(size), grid, math.ceil(unit * math.sqrt(size)), integer)
 
 
